@@ -1,0 +1,1 @@
+"""boxlite: embeddable microVM sandboxes."""

@@ -1,0 +1,96 @@
+"""The agent's entry point: bring the guest up, serve the portal, tell the host it is ready."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+import guest
+from guest import bridge, syscalls, system
+from guest._portal import portal_pb2 as pb
+from guest._portal import portal_pb2_grpc as pb_grpc
+from guest.execution import ExecutionService
+
+PORTAL_PORT = 2695
+UNIX_PORTAL = "/run/boxlite/portal.sock"
+HOST_CID = 2
+
+
+class GuestService(pb_grpc.GuestServicer):
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def Ping(self, request: pb.PingRequest, context: Any) -> pb.PingReply:
+        return pb.PingReply(agent_version=guest.__version__, uptime_s=system.uptime_s())
+
+    def Metrics(self, request: pb.MetricsRequest, context: Any) -> pb.GuestMetrics:
+        busy, total = system.cpu_seconds()
+        mem_total, mem_avail = system.memory_bytes()
+        disk_total, disk_used = system.disk_usage(self.root)
+        return pb.GuestMetrics(
+            cpu_busy_s=busy, cpu_total_s=total, mem_total_bytes=mem_total, mem_available_bytes=mem_avail,
+            processes=system.process_count(), uptime_s=system.uptime_s(),
+            disk_total_bytes=disk_total, disk_used_bytes=disk_used,
+        )
+
+    def Shutdown(self, request: pb.ShutdownRequest, context: Any) -> pb.ShutdownReply:
+        threading.Thread(target=_power_off, args=(self.root,), daemon=True).start()
+        return pb.ShutdownReply()
+
+
+def _power_off(root: str) -> None:
+    time.sleep(0.05)  # let the reply leave before the VM goes away
+    os.sync()
+    try:
+        syscalls.umount(root, syscalls.MNT_DETACH)
+    except OSError:
+        pass
+    syscalls.power_off()
+
+
+def _signal_ready(port: int, started_at: float) -> None:
+    ready = pb.Ready(
+        agent_version=guest.__version__,
+        boot_ms=started_at * 1000,
+        kernel=system.kernel_release(),
+        cpus=os.cpu_count() or 1,
+        memory_bytes=system.memory_bytes()[0],
+    )
+    with socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM) as s:
+        s.connect((HOST_CID, port))
+        s.sendall(ready.SerializeToString())
+
+
+def _log(message: str) -> None:
+    print(f"boxlite-guest: {message}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    system.mount_guest_filesystems()
+    _log(f"agent started at {system.uptime_s():.2f}s")
+    with open("/proc/cmdline") as f:
+        params = system.boot_params(f.read())
+    system.set_hostname(params.hostname)
+    root = system.mount_image_root(params.image_device)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_GuestServicer_to_server(GuestService(root), server)
+    pb_grpc.add_ExecutionServicer_to_server(ExecutionService(root), server)
+    server.add_insecure_port(f"unix:{UNIX_PORTAL}")
+    server.start()
+    listener = bridge.listen(PORTAL_PORT)
+    threading.Thread(target=bridge.serve_forever, args=(listener, UNIX_PORTAL), daemon=True).start()
+    _signal_ready(params.ready_port, system.uptime_s())
+    _log(f"ready after {system.uptime_s():.2f}s")
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    main()

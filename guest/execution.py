@@ -1,0 +1,220 @@
+"""The Execution service: run commands chrooted in the image's root and stream their output back.
+
+One bidirectional Exec stream per command. A pump thread multiplexes stdout, stderr and a pidfd of the
+command with one selector; a feeder thread turns the client's messages into stdin writes and signals.
+Every command gets its own session (so its own process group); timeouts and kills hit the whole group.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import selectors
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from guest import users
+from guest._portal import portal_pb2 as pb
+from guest._portal import portal_pb2_grpc as pb_grpc
+
+READ_CHUNK = 64 * 1024
+# After the command exits, keep reading output its background children still write for this long.
+DRAIN_GRACE_S = 0.05
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class Command:
+    """A running command: its process, its process group and the queue its output goes to."""
+
+    def __init__(self, exec_id: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+        self.exec_id = exec_id
+        self.proc = proc
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout_s if timeout_s > 0 else None
+        self.timed_out = False
+        self.out: queue.Queue[pb.ExecOutput | None] = queue.Queue()
+
+    def signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def pump(self) -> None:
+        """Forward output as it is produced until the command exits (or times out), then send the exit."""
+        sel = selectors.DefaultSelector()
+        streams = {self.proc.stdout: "stdout", self.proc.stderr: "stderr"}
+        for stream in streams:
+            assert stream is not None
+            os.set_blocking(stream.fileno(), False)
+            sel.register(stream.fileno(), selectors.EVENT_READ, streams[stream])
+        pidfd = os.pidfd_open(self.proc.pid)
+        sel.register(pidfd, selectors.EVENT_READ, "exit")
+        exited_at: float | None = None
+        open_streams = 2
+        try:
+            while open_streams:
+                now = time.monotonic()
+                waits = []
+                if self.deadline is not None and not self.timed_out:
+                    waits.append(self.deadline - now)
+                if exited_at is not None:
+                    waits.append(exited_at + DRAIN_GRACE_S - now)
+                timeout = max(0.0, min(waits)) if waits else None
+                events = sel.select(timeout)
+                if not events:
+                    if exited_at is not None and time.monotonic() >= exited_at + DRAIN_GRACE_S:
+                        break
+                    if self.deadline is not None and not self.timed_out and time.monotonic() >= self.deadline:
+                        self.timed_out = True
+                        self.signal_group(signal.SIGKILL)
+                    continue
+                for key, _ in events:
+                    if key.data == "exit":
+                        sel.unregister(pidfd)
+                        exited_at = time.monotonic()
+                        continue
+                    try:
+                        data = os.read(key.fd, READ_CHUNK)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        sel.unregister(key.fd)
+                        open_streams -= 1
+                        continue
+                    if key.data == "stdout":
+                        self.out.put(pb.ExecOutput(stdout=data))
+                    else:
+                        self.out.put(pb.ExecOutput(stderr=data))
+            code = self.proc.wait()
+        finally:
+            sel.close()
+            os.close(pidfd)
+            for stream in streams:
+                if stream is not None:
+                    stream.close()
+        exit_msg = pb.ExecExit(
+            exit_code=code if code >= 0 else -1,
+            signal=-code if code < 0 else 0,
+            timed_out=self.timed_out,
+            duration_ms=(time.monotonic() - self.started) * 1000,
+        )
+        self.out.put(pb.ExecOutput(exit=exit_msg))
+        self.out.put(None)
+
+
+def _failure(argv0: str, exc: BaseException) -> pb.ExecExit:
+    """What a shell would say when a command cannot be started at all."""
+    if isinstance(exc, FileNotFoundError):
+        return pb.ExecExit(exit_code=127, error=f"{argv0}: command not found")
+    if isinstance(exc, PermissionError) or getattr(exc, "errno", None) == errno.EACCES:
+        return pb.ExecExit(exit_code=126, error=f"{argv0}: Permission denied")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOEXEC:
+        return pb.ExecExit(exit_code=126, error=f"{argv0}: cannot execute binary file: Exec format error")
+    return pb.ExecExit(exit_code=126, error=f"{argv0}: {exc}")
+
+
+class ExecutionService(pb_grpc.ExecutionServicer):
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.running: dict[str, Command] = {}
+        self.lock = threading.Lock()
+
+    def _spawn(self, req: pb.ExecRequest) -> Command:
+        identity = users.resolve(self.root, req.user)
+        cwd = req.cwd or "/"
+        env = {"PATH": DEFAULT_PATH, "HOME": identity.home, "HOSTNAME": os.uname().nodename}
+        env.update(req.env)
+        if not os.path.isdir(os.path.join(self.root, cwd.lstrip("/"))):
+            raise NotADirectoryError(errno.ENOENT, f"cd: {cwd}: No such file or directory")
+        root = self.root
+
+        def enter_box() -> None:  # runs in the child between fork and exec
+            os.chroot(root)
+            os.chdir(cwd)
+            os.setgroups(list(identity.groups))
+            os.setgid(identity.gid)
+            os.setuid(identity.uid)
+
+        proc = subprocess.Popen(
+            list(req.argv),
+            stdin=subprocess.PIPE if req.stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+            preexec_fn=enter_box,  # noqa: PLW1509 - chroot must happen in the child
+        )
+        return Command(uuid.uuid4().hex[:12], proc, req.timeout_s)
+
+    def Exec(self, request_iterator: Iterator[pb.ExecInput], context: Any) -> Iterator[pb.ExecOutput]:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("kind") != "start" or not first.start.argv:
+            yield pb.ExecOutput(exit=pb.ExecExit(exit_code=126, error="the first message must start a command"))
+            return
+        req = first.start
+        try:
+            cmd = self._spawn(req)
+        except users.UnknownUser as exc:
+            yield pb.ExecOutput(exit=pb.ExecExit(exit_code=126, error=str(exc)))
+            return
+        except NotADirectoryError as exc:
+            yield pb.ExecOutput(exit=pb.ExecExit(exit_code=126, error=exc.strerror or str(exc)))
+            return
+        except (OSError, subprocess.SubprocessError) as exc:
+            yield pb.ExecOutput(exit=_failure(req.argv[0], exc))
+            return
+        with self.lock:
+            self.running[cmd.exec_id] = cmd
+        pump = threading.Thread(target=cmd.pump, name=f"pump-{cmd.exec_id}", daemon=True)
+        pump.start()
+        feeder = threading.Thread(target=self._feed, args=(cmd, request_iterator), daemon=True)
+        feeder.start()
+        # When the client goes away mid-command, the command must not live on unseen.
+        context.add_callback(lambda: cmd.proc.poll() is None and cmd.signal_group(signal.SIGKILL))
+        try:
+            yield pb.ExecOutput(started=pb.ExecStarted(exec_id=cmd.exec_id, pid=cmd.proc.pid))
+            while (item := cmd.out.get()) is not None:
+                yield item
+        finally:
+            with self.lock:
+                self.running.pop(cmd.exec_id, None)
+
+    @staticmethod
+    def _feed(cmd: Command, request_iterator: Iterator[pb.ExecInput]) -> None:
+        stdin = cmd.proc.stdin
+        try:
+            for msg in request_iterator:
+                kind = msg.WhichOneof("kind")
+                if kind == "stdin" and stdin is not None and not stdin.closed:
+                    try:
+                        stdin.write(msg.stdin)
+                        stdin.flush()
+                    except BrokenPipeError:
+                        stdin.close()
+                elif kind == "close_stdin" and stdin is not None:
+                    stdin.close()
+                elif kind == "signal":
+                    cmd.signal_group(msg.signal)
+        except Exception:  # noqa: BLE001 - the stream ends with the RPC; nothing to report to
+            pass
+        finally:
+            if stdin is not None and not stdin.closed:
+                try:
+                    stdin.close()
+                except BrokenPipeError:
+                    pass
+
+    def Kill(self, request: pb.KillRequest, context: Any) -> pb.KillReply:
+        with self.lock:
+            cmd = self.running.get(request.exec_id)
+        if cmd is None:
+            return pb.KillReply(found=False)
+        cmd.signal_group(request.signal or signal.SIGKILL)
+        return pb.KillReply(found=True)
