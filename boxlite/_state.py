@@ -216,6 +216,10 @@ class StateStore:
             db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
                        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, by))
 
+    def delete_counters(self, prefix: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM counters WHERE name LIKE ? || '%'", (prefix,))
+
     def counters(self) -> dict[str, int]:
         with self._lock:
             return dict(self._db.execute("SELECT name, value FROM counters").fetchall())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from boxlite._errors import EngineError, StorageError
 from boxlite.provision._common import Progress
-from boxlite.provision.guest_root import ensure_guest_root, guest_root_path
+from boxlite.provision.guest_root import base_ready, ensure_guest_root, guest_root_path
 from boxlite.provision.kernel import ensure_kernel, kernel_key
 from boxlite.provision.vsock_device import ensure_vsock_device, installed_binary
 
@@ -51,6 +52,9 @@ def find_assets(home: Path) -> Assets:
     qemu, qemu_img = _tool("qemu-system-x86_64"), _tool("qemu-img")
     kernel = assets / f"vmlinux-6.1-{kernel_key()}"
     guest_root = guest_root_path(assets)
+    if not guest_root.exists() and base_ready(home / "cache"):
+        # A new version of the agent: re-making the disk from the cached base takes seconds, not a setup run.
+        guest_root = ensure_guest_root(assets, home / "cache", logging.getLogger("boxlite").info)
     vsock = installed_binary() or (assets / "vhost-device-vsock")
     missing = [what for what, ok in (("guest kernel", kernel.exists()), ("guest root", guest_root.exists()),
                                      ("vhost-device-vsock", vsock.exists())) if not ok]

@@ -54,6 +54,10 @@ def _base_key() -> str:
     return digest_of(SUITE, ",".join(PACKAGES), BASE_VERSION)
 
 
+def base_ready(cache: Path) -> bool:
+    return (cache / f"guest-base-{_base_key()}").exists()
+
+
 def guest_root_path(assets: Path) -> Path:
     """The disk for this version of the agent (it changes whenever the agent's sources change)."""
     return assets / f"guest-root-{digest_of(_base_key(), INIT, _agent_source())}.ext4"

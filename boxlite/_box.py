@@ -1,0 +1,332 @@
+"""A box: one VM booted from an image, and the commands run in it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic import BaseModel
+
+from boxlite._errors import (
+    BoxliteError,
+    EngineError,
+    ExecutionError,
+    InvalidStateError,
+    PortalError,
+    TimeoutError,
+)
+from boxlite._execution import Execution, ExecStatus
+from boxlite._metrics import BoxMetrics, CpuSampler, box_process_ids, process_cpu_seconds, process_rss_bytes
+from boxlite._portal import portal_pb2 as pb
+from boxlite._portal_client import PortalClient
+from boxlite._state import ACTIVE, FAILED, RUNNING, STARTING, STOPPED, STOPPING, BoxRecord, process_alive
+from boxlite.engine import Accel, VmSpec, qemu_argv, vsock_device_argv
+
+if TYPE_CHECKING:
+    from boxlite._runtime import Boxlite
+
+READY_PORT = 2696
+STOP_TIMEOUT_S = 10.0
+
+
+class BoxInfo(BaseModel):
+    id: str
+    name: str | None
+    status: str
+    image: str
+    engine: str | None
+    engine_reason: str | None
+    pid: int | None
+    shim_pid: int | None
+    cpus: int
+    memory_mib: int
+    disk_size_gb: float | None
+    created_at: datetime
+    started_at: datetime | None
+    guest_boot_ms: float | None
+    box_dir: str
+    error: str | None
+
+    @property
+    def state(self) -> str:
+        return self.status
+
+
+def _when(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts else None
+
+
+def _wait_for_exit(pid: int, timeout: float) -> bool:
+    """Block until process `pid` (not necessarily our child) exits; True if it did within `timeout`."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    finally:
+        os.close(fd)
+
+
+class Box:
+    def __init__(self, runtime: Boxlite, record: BoxRecord) -> None:
+        self._runtime = runtime
+        self._record = record
+        self._client = PortalClient(self.socket_dir / "portal.sock", record.id)
+        self._cpu = CpuSampler()
+
+    # -- identity and state -------------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    @property
+    def name(self) -> str | None:
+        return self._record.name
+
+    @property
+    def box_dir(self) -> Path:
+        return Path(self._record.box_dir)
+
+    @property
+    def socket_dir(self) -> Path:
+        return Path(self._record.config.get("socket_dir") or self._record.box_dir)
+
+    def _refresh(self) -> BoxRecord:
+        rec = self._runtime._store.find(self.id)
+        if rec is None:
+            raise InvalidStateError(f"box {self.id} has been removed", fix="create a new box")
+        self._record = rec
+        return rec
+
+    async def info(self) -> BoxInfo:
+        rec = self._refresh()
+        cfg = rec.config
+        return BoxInfo(
+            id=rec.id, name=rec.name, status=rec.status, image=rec.image.get("reference", ""),
+            engine=rec.engine, engine_reason=rec.engine_reason, pid=rec.vmm_pid, shim_pid=rec.shim_pid,
+            cpus=cfg["cpus"], memory_mib=cfg["memory_mib"], disk_size_gb=cfg.get("disk_size_gb"),
+            created_at=_when(rec.created_at) or datetime.now(UTC), started_at=_when(rec.started_at),
+            guest_boot_ms=rec.guest_boot_ms, box_dir=rec.box_dir, error=rec.error,
+        )
+
+    def _require_running(self, action: str) -> BoxRecord:
+        rec = self._refresh()
+        if rec.status == RUNNING:
+            return rec
+        if rec.status == FAILED:
+            raise EngineError(f"cannot {action}: box {self.id} failed: {rec.error}",
+                              fix=f"see {rec.box_dir}/console.log; `boxlite start {self.id}` boots it again")
+        raise InvalidStateError(f"cannot {action} on {rec.status} box", fix=f"start it first (`await box.start()` "
+                                f"or `boxlite start {self.id}`)")
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Boot the box's VM and wait until its agent is ready. Starting a running box does nothing."""
+        rec = self._refresh()
+        if rec.status == RUNNING:
+            return
+        if rec.status in (STARTING, STOPPING):
+            raise InvalidStateError(f"cannot start a box that is {rec.status}", fix="wait and try again")
+        await anyio.to_thread.run_sync(self._start_blocking)
+
+    def _plan(self, rec: BoxRecord) -> tuple[dict[str, Any], Accel]:
+        rt = self._runtime
+        assets = rt._assets()
+        accel = rt._accel()
+        sockets = self.socket_dir
+        vhost_user = assets.vsock_device is not None and not Path("/dev/vhost-vsock").exists()
+        spec = VmSpec(
+            qemu=assets.qemu, kernel=assets.kernel, guest_root=assets.guest_root,
+            box_disk=self.box_dir / "disk.qcow2", box_dir=self.box_dir, accel=accel,
+            cpus=rec.config["cpus"], memory_mib=rec.config["memory_mib"], hostname=rec.id[:12],
+            ready_port=READY_PORT if vhost_user else 20000 + int(rec.id[:4], 16) % 40000,
+            vhost_user_socket=sockets / "vhost.sock" if vhost_user else None,
+            guest_cid=3 if vhost_user else 3 + int(rec.id[:6], 16) % 1_000_000,
+            tsc_khz=rt._tsc_khz(),
+        )
+        plan: dict[str, Any] = {
+            "box_id": rec.id, "db": str(rt._store.path), "qemu_argv": qemu_argv(spec),
+            "ready_port": spec.ready_port, "guest_cid": spec.guest_cid, "boot_timeout": rt.options.boot_timeout_s,
+            "auto_remove": rec.config.get("auto_remove", False),
+        }
+        if vhost_user:
+            assert assets.vsock_device is not None and spec.vhost_user_socket is not None
+            plan["vsock_argv"] = vsock_device_argv(assets.vsock_device, spec.vhost_user_socket, sockets / "vsock.sock")
+            plan["vhost_socket"] = str(spec.vhost_user_socket)
+            plan["vsock_uds"] = str(sockets / "vsock.sock")
+        return plan, accel
+
+    def _start_blocking(self) -> None:
+        rec = self._refresh()
+        plan, accel = self._plan(rec)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        (self.box_dir / "launch.json").write_text(json.dumps(plan, indent=1))
+        for log in ("console.log", "qemu.log"):
+            (self.box_dir / log).unlink(missing_ok=True)
+        store = self._runtime._store
+        store.update(self.id, status=STARTING, engine=accel.label, engine_reason=accel.reason, error=None,
+                     started_at=time.time())
+        read_fd, write_fd = os.pipe()
+        try:
+            with open(self.box_dir / "shim.log", "ab") as log:
+                launcher = subprocess.Popen(
+                    [sys.executable, "-m", "boxlite._shim", str(self.box_dir), str(write_fd)],
+                    pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    start_new_session=True, cwd="/",
+                )
+            os.close(write_fd)
+            write_fd = -1
+            launcher.wait()  # the launcher forks the real shim and exits at once
+            with os.fdopen(read_fd, "rb") as status_pipe:
+                read_fd = -1
+                line = status_pipe.readline()
+        finally:
+            for fd in (read_fd, write_fd):
+                if fd >= 0:
+                    os.close(fd)
+        event = json.loads(line) if line.strip() else {"event": "failed", "error": "the box supervisor exited: "
+                                                       + (self.box_dir / "shim.log").read_text(errors="replace")[-500:]}
+        if event["event"] != "ready":
+            error = event.get("error", "unknown error")
+            with contextlib.suppress(BoxliteError):
+                if self._refresh().status in ACTIVE:
+                    store.update(self.id, status=FAILED, error=error)
+            if "did not report ready" in error:
+                raise TimeoutError(f"box {self.id} did not boot: {error}",
+                                   fix="raise Options(boot_timeout_s=...) or check the console log in "
+                                   f"{self.box_dir}")
+            raise EngineError(f"box {self.id} failed to start: {error}",
+                              fix=f"see {self.box_dir}/console.log and qemu.log")
+        self._refresh()
+
+    async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Shut the VM down cleanly (the guest syncs its disks); kill it if it does not go in `timeout` s."""
+        rec = self._refresh()
+        if rec.status not in ACTIVE:
+            return
+        self._runtime._store.update(self.id, status=STOPPING)
+        if rec.status == RUNNING:
+            with contextlib.suppress(PortalError):
+                await self._client.shutdown(timeout=min(timeout, 5.0))
+        await self._client.close()
+        await anyio.to_thread.run_sync(self._reap, rec, timeout)
+
+    def _reap(self, rec: BoxRecord, timeout: float) -> None:
+        pid = rec.shim_pid
+        if pid and process_alive(pid, rec.shim_start) and not _wait_for_exit(pid, timeout):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            if not _wait_for_exit(pid, 5.0):
+                for victim in box_process_ids(pid)[::-1]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(victim, signal.SIGKILL)
+                _wait_for_exit(pid, 5.0)
+        # The shim records the end itself; if it was killed, record it here.
+        final = self._runtime._store.find(self.id)
+        if final is not None and final.status in ACTIVE:
+            self._runtime._store.update(self.id, status=STOPPED, stopped_at=time.time(), shim_pid=None,
+                                        vmm_pid=None)
+
+    async def remove(self, force: bool = False) -> None:
+        await self._runtime.remove(self.id, force=force)
+
+    # -- commands -------------------------------------------------------------------------------------------
+    async def exec(
+        self,
+        cmd: str,
+        args: list[str] | tuple[str, ...] | None = None,
+        env: dict[str, str] | list[tuple[str, str]] | None = None,
+        tty: bool = False,
+        user: str | None = None,
+        timeout_secs: float | None = None,
+        cwd: str | None = None,
+        *,
+        timeout: float | None = None,
+        stdin: bool = False,
+    ) -> Execution:
+        """Start `cmd args...` in the box and return at once; the Execution streams its output.
+
+        env adds to the image's environment; user ("name", "uid[:gid]") and cwd default to the image's.
+        A timeout kills the command's whole process group. stdin=True lets you write_stdin()/close_stdin().
+        """
+        if tty:
+            raise ExecutionError("tty=True is not supported yet", fix="run without a terminal (tty=False)")
+        rec = self._require_running("execute")
+        image = rec.image
+        cfg = rec.config
+        merged_env = dict(e.split("=", 1) for e in image.get("env", []) if "=" in e)
+        merged_env.update(cfg.get("env") or {})
+        merged_env.update(dict(env) if env else {})
+        limit = timeout if timeout is not None else timeout_secs
+        request = pb.ExecRequest(
+            argv=[cmd, *(args or [])], env=merged_env,
+            cwd=cwd or cfg.get("working_dir") or image.get("working_dir") or "/",
+            user=user or cfg.get("user") or image.get("user") or "", timeout_s=float(limit or 0), stdin=stdin,
+        )
+        store = self._runtime._store
+
+        def on_exit(status: ExecStatus) -> None:
+            if status.exit_code != 0:
+                store.bump(f"box:{self.id}:exec_errors")
+                store.bump("exec_errors")
+
+        execution = Execution(self._client, list(request.argv), on_exit)
+        store.bump(f"box:{self.id}:commands")
+        store.bump("commands")
+        try:
+            await execution._start(request)
+        except PortalError:
+            raise self._explain_portal_failure() from None
+        return execution
+
+    def _explain_portal_failure(self) -> BoxliteError:
+        """When the agent cannot be reached, say whether the VM died (EngineError) or only the link (PortalError)."""
+        rec = self._refresh()
+        if rec.status == FAILED or (rec.shim_pid and not process_alive(rec.shim_pid, rec.shim_start)):
+            rec = self._refresh()
+            return EngineError(f"the VM of box {self.id} is gone: {rec.error or 'it exited'}",
+                               fix=f"see {rec.box_dir}/console.log; `boxlite start {self.id}` boots it again")
+        return PortalError(f"cannot reach the agent of box {self.id} (status {rec.status})",
+                           fix=f"check `boxlite info {self.id}`; stop and start the box if it persists")
+
+    # -- metrics --------------------------------------------------------------------------------------------
+    async def metrics(self) -> BoxMetrics:
+        rec = self._refresh()
+        counters = self._runtime._store.counters()
+        m = BoxMetrics(
+            commands_executed_total=counters.get(f"box:{self.id}:commands", 0),
+            exec_errors_total=counters.get(f"box:{self.id}:exec_errors", 0),
+            total_create_duration_ms=rec.create_ms, guest_boot_duration_ms=rec.guest_boot_ms,
+        )
+        if rec.status != RUNNING:
+            return m
+        pids = box_process_ids(rec.shim_pid)
+        cpu = [c for c in (process_cpu_seconds(p) for p in pids) if c is not None]
+        rss = [r for r in (process_rss_bytes(p) for p in pids) if r is not None]
+        m.cpu_percent = self._cpu.percent(sum(cpu), rec.started_at) if cpu else None
+        m.memory_bytes = sum(rss) if rss else None
+        with contextlib.suppress(PortalError):
+            g = await self._client.metrics(timeout=5.0)
+            m.guest_memory_total_bytes = g.mem_total_bytes
+            m.guest_memory_used_bytes = g.mem_total_bytes - g.mem_available_bytes
+            m.guest_processes = g.processes
+            m.disk_total_bytes, m.disk_used_bytes = g.disk_total_bytes, g.disk_used_bytes
+            m.guest_cpu_percent = round(100 * g.cpu_busy_s / g.cpu_total_s, 1) if g.cpu_total_s else None
+        return m
+
+    def __repr__(self) -> str:
+        return f"<Box {self.id} name={self.name!r} status={self._record.status}>"

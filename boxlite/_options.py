@@ -1,0 +1,149 @@
+"""Options crossing the public API. Invalid values fail here, at construction, with a ConfigError."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from boxlite._errors import ConfigError
+
+MIN_MEMORY_MIB, MAX_MEMORY_MIB = 128, 65536
+MAX_DISK_GB = 2048
+
+
+def _config_error(exc: ValidationError, model: type[BaseModel]) -> ConfigError:
+    messages = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            valid = ", ".join(sorted(model.model_fields))
+            messages.append(f"unknown option {where!r} (valid options: {valid})")
+        elif err["type"] == "value_error":
+            messages.append(str(err["ctx"]["error"]) if "ctx" in err else err["msg"])
+        else:
+            messages.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return ConfigError("; ".join(messages), fix="correct the option and try again")
+
+
+class _Validated(BaseModel):
+    """A pydantic model whose validation failures are ConfigError, as the rest of the library promises."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _config_error(exc, type(self)) from None
+
+
+class Options(_Validated):
+    """Runtime options: where state lives and how VMs are run."""
+
+    home_dir: Path | None = None
+    # "auto" picks hardware KVM when it really works, else TCG; "kvm"/"tcg" force one.
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    # How long a box may take from launch to its agent reporting ready.
+    boot_timeout_s: float = 120.0
+    # Accepted for compatibility with existing code; registry pulls arrive with the images work.
+    image_registries: list[str] = []
+
+    @field_validator("home_dir")
+    @classmethod
+    def _absolute_home(cls, v: Path | None) -> Path | None:
+        return v.expanduser().resolve() if v is not None else None
+
+    @field_validator("boot_timeout_s")
+    @classmethod
+    def _positive_timeout(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("boot_timeout_s must be positive")
+        return v
+
+
+class BoxOptions(_Validated):
+    """What a box is made of: its image, its resources and the defaults of the commands run in it."""
+
+    image: str | None = None
+    rootfs_path: str | None = None
+    cpus: int = 1
+    memory_mib: int = 512
+    disk_size_gb: float | None = None
+    env: dict[str, str] = {}
+    working_dir: str | None = None
+    user: str | None = None
+    name: str | None = None
+    auto_remove: bool = True
+    detach: bool = False
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_pairs(cls, v: Any) -> Any:
+        # The reference API takes a list of (key, value) pairs; a dict is accepted too.
+        if isinstance(v, list | tuple):
+            try:
+                return {str(k): str(val) for k, val in v}
+            except (TypeError, ValueError):
+                raise ValueError("env must be a dict or a list of (key, value) pairs") from None
+        return v
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpus(cls, v: int) -> int:
+        host = os.cpu_count() or 1
+        if not 1 <= v <= host:
+            raise ValueError(f"CPU count must be between 1 and {host}")
+        return v
+
+    @field_validator("memory_mib")
+    @classmethod
+    def _memory(cls, v: int) -> int:
+        if not MIN_MEMORY_MIB <= v <= MAX_MEMORY_MIB:
+            raise ValueError(f"memory_mib must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}")
+        return v
+
+    @field_validator("disk_size_gb")
+    @classmethod
+    def _disk(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v <= MAX_DISK_GB:
+            raise ValueError(f"disk_size_gb must be between 0 and {MAX_DISK_GB}")
+        return v
+
+    @field_validator("rootfs_path")
+    @classmethod
+    def _rootfs(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not os.path.isabs(v):
+            raise ValueError(f"rootfs_path must be an absolute path, got {v!r}")
+        if not os.path.isdir(v):
+            raise ValueError(f"rootfs_path {v} is not a directory (expected an OCI image layout directory)")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v or len(v) > 64 or not all(c.isalnum() or c in "-_." for c in v) or not v[0].isalnum():
+            raise ValueError(f"invalid box name {v!r}: use 1-64 letters, digits, '-', '_' or '.', "
+                             "starting with a letter or digit")
+        return v
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError(f"working_dir must be an absolute path inside the box, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BoxOptions:
+        if self.image is not None and self.rootfs_path is not None:
+            raise ValueError("give either image or rootfs_path, not both")
+        return self

@@ -1,0 +1,254 @@
+"""The per-box supervisor ("shim"): one small process per running box that owns the VM.
+
+It starts the vsock device and QEMU, waits for the guest agent to say it is ready, serves the box's portal
+socket (a unix socket every host process can connect to; each connection is relayed to the agent's vsock
+port), records the box's life in the state database, and cleans up when the VM ends. It runs in its own
+session, so the VM outlives the Python process that created the box.
+
+Run as: python -m boxlite._shim BOX_DIR STATUS_FD
+It reports on STATUS_FD one JSON line, {"event": "ready", ...} or {"event": "failed", "error": ...}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from boxlite._state import FAILED, RUNNING, STOPPED, STOPPING, StateStore, host_boot_id, process_start_ticks
+
+PORTAL_PORT = 2695
+CHUNK = 256 * 1024
+
+
+def _tail(path: Path, lines: int = 6) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
+
+
+class GuestLink:
+    """How the host reaches vsock ports of the guest: vhost-user's unix socket, or the kernel's AF_VSOCK."""
+
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.uds = plan.get("vsock_uds")
+        self.cid = int(plan.get("guest_cid", 3))
+
+    async def connect(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.uds:
+            reader, writer = await asyncio.open_unix_connection(self.uds)
+            writer.write(f"CONNECT {port}\n".encode())
+            await writer.drain()
+            answer = await reader.readline()
+            if not answer.startswith(b"OK"):
+                writer.close()
+                raise ConnectionError(f"vsock device refused port {port}: {answer!r}")
+            return reader, writer
+        sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (self.cid, port))
+        return await asyncio.open_connection(sock=sock)
+
+    def listen_socket(self, port: int) -> socket.socket:
+        """A listening socket for connections the guest makes to host port `port`."""
+        if self.uds:
+            path = f"{self.uds}_{port}"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
+        else:
+            sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+            sock.bind((socket.VMADDR_CID_ANY, port))
+        sock.listen(8)
+        sock.setblocking(False)
+        return sock
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(CHUNK):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+class Shim:
+    def __init__(self, box_dir: Path, status_fd: int) -> None:
+        self.box_dir = box_dir
+        self.plan: dict[str, Any] = json.loads((box_dir / "launch.json").read_text())
+        self.box_id: str = self.plan["box_id"]
+        self.store = StateStore(Path(self.plan["db"]))
+        self.status_fd: int | None = status_fd
+        self.link = GuestLink(self.plan)
+        self.stop_requested = False
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    def report(self, event: dict[str, Any]) -> None:
+        if self.status_fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self.status_fd, (json.dumps(event) + "\n").encode())
+            os.close(self.status_fd)
+        self.status_fd = None
+
+    async def _spawn(self, argv: list[str], log_name: str) -> asyncio.subprocess.Process:
+        with open(self.box_dir / log_name, "ab") as log:
+            proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, stdout=log,
+                                                        stderr=log)
+        self.procs.append(proc)
+        return proc
+
+    async def _start_vsock_device(self) -> None:
+        argv = self.plan.get("vsock_argv")
+        if not argv:
+            return
+        proc = await self._spawn(argv, "vsock.log")
+        socket_path = Path(self.plan["vhost_socket"])
+        deadline = time.monotonic() + 10
+        # The device gives no readiness signal but its listening socket; it appears within milliseconds.
+        while not socket_path.exists():
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"vhost-device-vsock did not start: {_tail(self.box_dir / 'vsock.log')}")
+            await asyncio.sleep(0.002)
+
+    async def _wait_ready(self, listener: socket.socket, qemu: asyncio.subprocess.Process) -> bytes:
+        loop = asyncio.get_running_loop()
+        accept = asyncio.ensure_future(loop.sock_accept(listener))
+        exited = asyncio.ensure_future(qemu.wait())
+        done, _ = await asyncio.wait({accept, exited}, timeout=float(self.plan["boot_timeout"]),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if accept not in done:
+            accept.cancel()
+            if exited in done:
+                raise RuntimeError(f"the VM exited during boot (code {qemu.returncode}): "
+                                   f"{_tail(self.box_dir / 'qemu.log') or _tail(self.box_dir / 'console.log')}")
+            exited.cancel()
+            raise TimeoutError(f"the guest agent did not report ready within {self.plan['boot_timeout']} s: "
+                               f"{_tail(self.box_dir / 'console.log')}")
+        exited.cancel()
+        conn, _ = accept.result()
+        chunks = []
+        with conn:
+            while data := await loop.sock_recv(conn, 4096):
+                chunks.append(data)
+        return b"".join(chunks)
+
+    async def _serve_portal(self) -> asyncio.AbstractServer:
+        path = self.box_dir / "portal.sock"
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                g_reader, g_writer = await self.link.connect(PORTAL_PORT)
+            except (OSError, ConnectionError):
+                writer.close()
+                return
+            await asyncio.gather(_pipe(reader, g_writer), _pipe(g_reader, writer))
+
+        return await asyncio.start_unix_server(relay, path=str(path), backlog=64)
+
+    def _on_sigterm(self) -> None:
+        self.stop_requested = True
+        for proc in self.procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
+        loop.add_signal_handler(signal.SIGINT, self._on_sigterm)
+        self.store.update(self.box_id, shim_pid=os.getpid(), shim_start=process_start_ticks(os.getpid()),
+                          boot_id=host_boot_id())
+        qemu: asyncio.subprocess.Process | None = None
+        server: asyncio.AbstractServer | None = None
+        try:
+            await self._start_vsock_device()
+            listener = self.link.listen_socket(int(self.plan["ready_port"]))
+            qemu = await self._spawn(self.plan["qemu_argv"], "qemu.log")
+            self.store.update(self.box_id, vmm_pid=qemu.pid)
+            server = await self._serve_portal()
+            ready = await self._wait_ready(listener, qemu)
+            listener.close()
+            boot_ms = _guest_boot_ms(ready)
+            self.store.update(self.box_id, status=RUNNING, guest_boot_ms=boot_ms, error=None)
+            self.report({"event": "ready", "guest_boot_ms": boot_ms, "vmm_pid": qemu.pid})
+            code = await qemu.wait()
+            status, error = STOPPED, None
+            rec = self.store.find(self.box_id)
+            if not self.stop_requested and (rec is None or rec.status != STOPPING):
+                status = FAILED
+                error = f"the VM exited unexpectedly (code {code}): {_tail(self.box_dir / 'console.log', 3)}"
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the state and the creator
+            status, error = FAILED, str(exc) or type(exc).__name__
+            self.report({"event": "failed", "error": error})
+        finally:
+            if server is not None:
+                server.close()
+            for proc in self.procs:
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await proc.wait()
+            self._remove_sockets()
+        self._record_end(status, error)
+        return 0 if status == STOPPED else 1
+
+    def _remove_sockets(self) -> None:
+        for pattern in ("*.sock", "*.sock_*"):
+            for path in self.box_dir.glob(pattern):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    def _record_end(self, status: str, error: str | None) -> None:
+        if status == FAILED:
+            self.store.bump("boxes_failed")
+        if self.plan.get("auto_remove"):
+            import shutil
+
+            self.store.delete(self.box_id)
+            shutil.rmtree(self.box_dir, ignore_errors=True)
+            return
+        self.store.update(self.box_id, status=status, error=error, stopped_at=time.time(), shim_pid=None,
+                          shim_start=None, vmm_pid=None)
+
+
+def _guest_boot_ms(ready: bytes) -> float | None:
+    try:
+        from boxlite._portal import portal_pb2
+
+        msg = portal_pb2.Ready()
+        msg.ParseFromString(ready)
+        return round(msg.boot_ms, 1)
+    except Exception:  # noqa: BLE001 - a malformed hello is not worth failing a booted box for
+        return None
+
+
+def main() -> None:
+    box_dir, status_fd = Path(sys.argv[1]), int(sys.argv[2])
+    # Detach completely: a new session, and no parent to reap us but init, so the creator may exit freely.
+    if os.fork() != 0:
+        os._exit(0)
+    os.setsid()
+    sys.exit(asyncio.run(Shim(box_dir, status_fd).run()))
+
+
+if __name__ == "__main__":
+    main()
