@@ -10,7 +10,11 @@
     asyncio.run(main())
 """
 
-from boxlite._box import Box, BoxInfo
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from boxlite._errors import (
     AlreadyExistsError,
     BoxliteError,
@@ -29,12 +33,32 @@ from boxlite._errors import (
     TimeoutError,
     UnsupportedEngineError,
 )
-from boxlite._execution import Execution, ExecResult, ExecStatus
-from boxlite._metrics import BoxMetrics, RuntimeMetrics
-from boxlite._options import BoxOptions, Options
-from boxlite._runtime import Boxlite
-from boxlite._simplebox import SimpleBox
-from boxlite.images import DEFAULT_IMAGE
+
+if TYPE_CHECKING:
+    from boxlite._box import Box, BoxInfo
+    from boxlite._execution import ExecResult, ExecStatus, Execution
+    from boxlite._metrics import BoxMetrics, RuntimeMetrics
+    from boxlite._options import BoxOptions, Options
+    from boxlite._runtime import Boxlite
+    from boxlite._simplebox import SimpleBox
+    from boxlite.images import DEFAULT_IMAGE
+
+# Imported on first use (PEP 562), so `import boxlite` and the per-box shim start fast.
+_LAZY = {
+    "Box": "boxlite._box", "BoxInfo": "boxlite._box",
+    "Execution": "boxlite._execution", "ExecResult": "boxlite._execution", "ExecStatus": "boxlite._execution",
+    "BoxMetrics": "boxlite._metrics", "RuntimeMetrics": "boxlite._metrics",
+    "BoxOptions": "boxlite._options", "Options": "boxlite._options",
+    "Boxlite": "boxlite._runtime", "SimpleBox": "boxlite._simplebox", "DEFAULT_IMAGE": "boxlite.images",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'boxlite' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __version__ = "0.1.0"
 

@@ -23,6 +23,10 @@ INIT = """#!/bin/sh
 export PYTHONPATH=/usr/lib/python3/dist-packages
 exec /usr/bin/tini -s -- /usr/bin/python3 -S /usr/lib/python3/dist-packages/guest/__main__.py
 """
+# The benchmark's floor: the same boot, straight to Python printing "ready" on the console (bench/).
+FLOOR_INIT = """#!/bin/sh
+exec /usr/bin/python3 -S -c 'print("ready")'
+"""
 # Files a headless agent never reads; dropping them keeps the disk small.
 PRUNE = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt",
          "var/lib/apt/lists"]
@@ -60,7 +64,7 @@ def base_ready(cache: Path) -> bool:
 
 def guest_root_path(assets: Path) -> Path:
     """The disk for this version of the agent (it changes whenever the agent's sources change)."""
-    return assets / f"guest-root-{digest_of(_base_key(), INIT, _agent_source())}.ext4"
+    return assets / f"guest-root-{digest_of(_base_key(), INIT, FLOOR_INIT, _agent_source())}.ext4"
 
 
 def ensure_guest_root(assets: Path, cache: Path, progress: Progress) -> Path:
@@ -85,9 +89,10 @@ def ensure_guest_root(assets: Path, cache: Path, progress: Progress) -> Path:
             shutil.copytree(agent, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             subprocess.run(["chroot", str(root), "python3", "-m", "compileall", "-q",
                             "/usr/lib/python3/dist-packages/guest"], check=True)
-            init = root / "sbin/boxlite-init"
-            init.write_text(INIT)
-            init.chmod(0o755)
+            for name, text in (("boxlite-init", INIT), ("boxlite-floor", FLOOR_INIT)):
+                script = root / "sbin" / name
+                script.write_text(text)
+                script.chmod(0o755)
             for sub in ("run/boxlite/root", "tmp", "proc", "sys", "dev"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
             size_mib = _du_mib(root) + 64
