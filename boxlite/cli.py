@@ -506,13 +506,14 @@ def _resolve_image(runtime: Boxlite, opts: BoxOptions) -> Image:
 
 
 async def _stop_quietly(box: Box, remove: bool) -> None:
+    """Stop the box after `run`. A box that is removed anyway (--rm) needs no patient shutdown: it gets the
+    runtime's forced removal (a short stop), not the full clean-shutdown wait a kept box gets."""
     runtime = box._runtime
     with contextlib.suppress(BoxliteError):
-        await box.stop()
-    if remove:
-        with contextlib.suppress(BoxliteError):
-            if await runtime.get(box.id) is not None:  # auto_remove normally did it already
-                await runtime.remove(box.id, force=True)
+        if not remove:
+            await box.stop()
+        elif await runtime.get(box.id) is not None:
+            await runtime.remove(box.id, force=True)
 
 
 async def _run(args: argparse.Namespace) -> int:

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up everything boxlite needs on a Debian 12 (bookworm) x86_64 host, then provision it:
+#   1. the Debian packages (QEMU, qemu-img, mmdebstrap, e2fsprogs, the kernel source and its build tools),
+#   2. this package with its development extras (pip, editable),
+#   3. `boxlite setup`: the guest kernel, the guest root, the vsock device and the default image (cached
+#      under ~/.boxlite or $BOXLITE_HOME; the first run takes about 8 minutes on 2 cores, later runs seconds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs linux-source-6.1 bc flex bison libelf-dev libssl-dev
+          make gcc binutils xz-utils ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -q
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+echo "setup: installing boxlite (pip, editable, with dev extras)"
+python3 -m pip install -q -e '.[dev]'
+
+python3 -m boxlite.cli setup
