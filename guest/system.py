@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import struct
 from dataclasses import dataclass
 
 from guest import syscalls
@@ -52,6 +54,7 @@ def mount_image_root(device: str) -> str:
     """Mount the box's own disk (the image's root) and give it /proc, /sys and /dev for commands."""
     root = IMAGE_ROOT
     _mount_quiet(device, root, "ext4", 0, "")
+    grow_filesystem(root, device)
     nosuid_nodev = syscalls.MS_NOSUID | syscalls.MS_NODEV
     _mount_quiet("proc", f"{root}/proc", "proc", nosuid_nodev | syscalls.MS_NOEXEC)
     _mount_quiet("sysfs", f"{root}/sys", "sysfs", nosuid_nodev | syscalls.MS_NOEXEC)
@@ -60,6 +63,30 @@ def mount_image_root(device: str) -> str:
                  "newinstance,ptmxmode=0666,mode=0620")
     _mount_quiet("tmpfs", f"{root}/dev/shm", "tmpfs", nosuid_nodev, "mode=1777")
     return root
+
+
+EXT4_IOC_RESIZE_FS = 0x40086610  # _IOW('f', 16, __u64)
+GROW_SLACK_BYTES = 64 << 20
+
+
+def grow_filesystem(mountpoint: str, device: str) -> None:
+    """Grow the box's ext4 online to fill its disk, so a box sees the disk_size_gb it asked for."""
+    name = os.path.basename(device)
+    try:
+        with open(f"/sys/class/block/{name}/size") as f:
+            device_bytes = int(f.read()) * 512
+    except OSError:
+        return
+    st = os.statvfs(mountpoint)
+    if device_bytes <= st.f_blocks * st.f_frsize + GROW_SLACK_BYTES:
+        return
+    fd = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(fd, EXT4_IOC_RESIZE_FS, struct.pack("Q", device_bytes // st.f_bsize))
+    except OSError as exc:
+        print(f"boxlite-guest: cannot grow {device} to {device_bytes} bytes: {exc}", flush=True)
+    finally:
+        os.close(fd)
 
 
 def set_hostname(name: str) -> None:
