@@ -21,7 +21,7 @@ from guest._portal import portal_pb2_grpc as pb_grpc
 from guest.execution import ExecutionService
 
 PORTAL_PORT = 2695
-UNIX_PORTAL = "/run/boxlite/portal.sock"
+PORTAL_NAME = "boxlite-portal"
 HOST_CID = 2
 
 
@@ -43,19 +43,14 @@ class GuestService(pb_grpc.GuestServicer):
         )
 
     def Shutdown(self, request: pb.ShutdownRequest, context: Any) -> pb.ShutdownReply:
-        threading.Thread(target=_power_off, args=(self.root,), daemon=True).start()
+        threading.Thread(target=_power_off, daemon=True).start()
         return pb.ShutdownReply()
 
 
-def _power_off(root: str) -> None:
+def _power_off() -> None:
     time.sleep(0.05)  # let the reply leave before the VM goes away
     with contextlib.suppress(ProcessLookupError):
         os.kill(-1, signal.SIGKILL)  # every process but init and us: nothing writes after the sync
-    os.sync()
-    try:
-        syscalls.umount(root, syscalls.MNT_DETACH)
-    except OSError:
-        pass
     syscalls.power_off()
 
 
@@ -83,14 +78,20 @@ def main() -> None:
         params = system.boot_params(f.read())
     system.set_hostname(params.hostname)
     root = system.mount_image_root(params.image_device)
-
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_GuestServicer_to_server(GuestService(root), server)
-    pb_grpc.add_ExecutionServicer_to_server(ExecutionService(root), server)
-    server.add_insecure_port(f"unix:{UNIX_PORTAL}")
+    pb_grpc.add_GuestServicer_to_server(GuestService("/"), server)
+    pb_grpc.add_ExecutionServicer_to_server(ExecutionService(), server)
+    # An abstract socket: no file in the image's root for commands to see or remove.
+    server.add_insecure_port(f"unix-abstract:{PORTAL_NAME}")
     server.start()
+    # From here on the agent lives in the image's root, as the commands it runs do. Everything it needs is
+    # imported by now (grpc imports its server module when the server is made, hence this order). Commands
+    # are then spawned with vfork (no chroot between fork and exec): under emulation a fork of this process
+    # cost ~35 ms per command, and `python3 -c pass` went from 1060 to 245 ms.
+    os.chroot(root)
+    os.chdir("/")
     listener = bridge.listen(PORTAL_PORT)
-    threading.Thread(target=bridge.serve_forever, args=(listener, UNIX_PORTAL), daemon=True).start()
+    threading.Thread(target=bridge.serve_forever, args=(listener, "\0" + PORTAL_NAME), daemon=True).start()
     _signal_ready(params.ready_port, system.uptime_s())
     _log(f"ready after {system.uptime_s():.2f}s")
     server.wait_for_termination()

@@ -7,6 +7,7 @@ kernel, so the Python cost is one call per chunk, not one copy per byte.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -29,10 +30,8 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
         os.close(read_end)
         os.close(write_end)
         for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(how)
-            except OSError:
-                pass
 
 
 def _serve_one(conn: socket.socket, unix_path: str) -> None:

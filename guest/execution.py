@@ -1,4 +1,6 @@
-"""The Execution service: run commands chrooted in the image's root and stream their output back.
+"""The Execution service: run commands in the image's root and stream their output back.
+
+The agent has chrooted itself into the image's root at boot, so commands are plain children of it.
 
 One bidirectional Exec stream per command. A pump thread multiplexes stdout, stderr and a pidfd of the
 command with one selector; a feeder thread turns the client's messages into stdin writes and signals.
@@ -7,6 +9,7 @@ Every command gets its own session (so its own process group); timeouts and kill
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import queue
@@ -41,10 +44,8 @@ class Command:
         self.out: queue.Queue[pb.ExecOutput | None] = queue.Queue()
 
     def signal_group(self, signum: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def pump(self) -> None:
         """Forward output as it is produced until the command exits (or times out), then send the exit."""
@@ -121,35 +122,30 @@ def _failure(argv0: str, exc: BaseException) -> pb.ExecExit:
 
 
 class ExecutionService(pb_grpc.ExecutionServicer):
-    def __init__(self, root: str) -> None:
-        self.root = root
+    def __init__(self) -> None:
         self.running: dict[str, Command] = {}
         self.lock = threading.Lock()
 
     def _spawn(self, req: pb.ExecRequest) -> Command:
-        identity = users.resolve(self.root, req.user)
+        identity = users.resolve("/", req.user)
         cwd = req.cwd or "/"
         env = {"PATH": DEFAULT_PATH, "HOME": identity.home, "HOSTNAME": os.uname().nodename}
         env.update(req.env)
-        if not os.path.isdir(os.path.join(self.root, cwd.lstrip("/"))):
+        if not os.path.isdir(cwd):
             raise NotADirectoryError(errno.ENOENT, f"cd: {cwd}: No such file or directory")
-        root = self.root
-
-        def enter_box() -> None:  # runs in the child between fork and exec
-            os.chroot(root)
-            os.chdir(cwd)
-            os.setgroups(list(identity.groups))
-            os.setgid(identity.gid)
-            os.setuid(identity.uid)
-
+        as_root = identity.uid == 0 and identity.gid == 0
         proc = subprocess.Popen(
             list(req.argv),
             stdin=subprocess.PIPE if req.stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
+            cwd=cwd,
             start_new_session=True,
-            preexec_fn=enter_box,  # noqa: PLW1509 - chroot must happen in the child
+            # Only for other users: any of these makes Python fork instead of vfork.
+            user=None if as_root else identity.uid,
+            group=None if as_root else identity.gid,
+            extra_groups=None if as_root else list(identity.groups),
         )
         return Command(uuid.uuid4().hex[:12], proc, req.timeout_s)
 
@@ -202,14 +198,12 @@ class ExecutionService(pb_grpc.ExecutionServicer):
                     stdin.close()
                 elif kind == "signal":
                     cmd.signal_group(msg.signal)
-        except Exception:  # noqa: BLE001 - the stream ends with the RPC; nothing to report to
+        except Exception:
             pass
         finally:
             if stdin is not None and not stdin.closed:
-                try:
+                with contextlib.suppress(BrokenPipeError):
                     stdin.close()
-                except BrokenPipeError:
-                    pass
 
     def Kill(self, request: pb.KillRequest, context: Any) -> pb.KillReply:
         with self.lock:

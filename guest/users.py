@@ -14,7 +14,7 @@ class Identity:
     name: str
 
 
-class UnknownUser(Exception):
+class UnknownUser(Exception):  # noqa: N818 - reads as the condition it reports
     pass
 
 
