@@ -29,7 +29,10 @@ from boxlite.provision import find_assets
 
 
 def floor_boot_s(runtime: boxlite.Boxlite, image_disk: Path) -> float:
-    """Launch QEMU exactly as a box does, but with python3 (via /sbin/boxlite-floor) as init printing "ready"; time to that line."""
+    """Launch QEMU exactly as a box does, but with python3 (/sbin/boxlite-floor) as init printing "ready".
+
+    Returns the seconds from launch to that line on the console.
+    """
     assets = find_assets(runtime.home)
     with tempfile.TemporaryDirectory(prefix="boxlite-floor-") as tmp:
         box_dir = Path(tmp)

@@ -24,7 +24,7 @@ from boxlite._errors import (
     PortalError,
     TimeoutError,
 )
-from boxlite._execution import Execution, ExecStatus
+from boxlite._execution import ExecStatus, Execution
 from boxlite._metrics import BoxMetrics, CpuSampler, box_process_ids, process_cpu_seconds, process_rss_bytes
 from boxlite._portal import portal_pb2 as pb
 from boxlite._portal_client import PortalClient
@@ -175,8 +175,8 @@ class Box:
         plan, accel = self._plan(rec)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         (self.box_dir / "launch.json").write_text(json.dumps(plan, indent=1))
-        for log in ("console.log", "qemu.log"):
-            (self.box_dir / log).unlink(missing_ok=True)
+        for name in ("console.log", "qemu.log"):
+            (self.box_dir / name).unlink(missing_ok=True)
         store = self._runtime._store
         store.update(self.id, status=STARTING, engine=accel.label, engine_reason=accel.reason, error=None,
                      started_at=time.time())

@@ -75,7 +75,7 @@ class ExecError(BoxliteError):
         super().__init__(message)
 
 
-class TimeoutError(BoxliteError, builtins.TimeoutError):  # noqa: A001 - the public name users catch
+class TimeoutError(BoxliteError, builtins.TimeoutError):
     prefix = "timeout"
 
 

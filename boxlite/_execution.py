@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import signal as signals
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -167,10 +168,9 @@ class Execution:
     async def _send(self, msg: pb.ExecInput) -> None:
         if self._call is None or self._status.done():
             return
-        try:
+        # If the command has ended meanwhile the write fails; its exit status says how it ended.
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
             await self._call.write(msg)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            pass  # the command has ended; its exit status says how
 
     async def kill(self, signal: int = signals.SIGKILL) -> None:
         """Send `signal` to the command's whole process group."""

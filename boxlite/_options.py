@@ -45,7 +45,8 @@ class Options(_Validated):
 
     home_dir: Path | None = None
     # "auto" picks hardware KVM when it really works, else TCG; "kvm"/"tcg" force one.
-    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    # None: $BOXLITE_ACCEL if set, else "auto".
+    accel: Literal["auto", "kvm", "tcg"] | None = None
     # How long a box may take from launch to its agent reporting ready.
     boot_timeout_s: float = 120.0
     # Accepted for compatibility with existing code; registry pulls arrive with the images work.

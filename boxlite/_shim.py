@@ -196,7 +196,7 @@ class Shim:
             if not self.stop_requested and (rec is None or rec.status != STOPPING):
                 status = FAILED
                 error = f"the VM exited unexpectedly (code {code}): {_tail(self.box_dir / 'console.log', 3)}"
-        except Exception as exc:  # noqa: BLE001 - every failure must reach the state and the creator
+        except Exception as exc:
             status, error = FAILED, str(exc) or type(exc).__name__
             self.report({"event": "failed", "error": error})
         finally:
@@ -237,7 +237,7 @@ def _guest_boot_ms(ready: bytes) -> float | None:
         msg = portal_pb2.Ready()
         msg.ParseFromString(ready)
         return round(msg.boot_ms, 1)
-    except Exception:  # noqa: BLE001 - a malformed hello is not worth failing a booted box for
+    except Exception:
         return None
 
 

@@ -29,7 +29,9 @@ class SimpleBox:
         reuse_existing: bool = False,
         **box_options: Any,
     ) -> None:
-        given = {"image": image, "rootfs_path": rootfs_path, "memory_mib": memory_mib, "cpus": cpus, "name": name}
+        given: dict[str, Any] = {
+            "image": image, "rootfs_path": rootfs_path, "memory_mib": memory_mib, "cpus": cpus, "name": name,
+        }
         fields = {k: v for k, v in given.items() if v is not None}
         self.options = BoxOptions(**fields, auto_remove=auto_remove, **box_options)
         self._runtime = runtime

@@ -758,15 +758,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse, with everything after the first `--` of `run`/`exec` taken as the command, verbatim."""
     parser = build_parser()
     argv = list(argv)
-    if "--" in argv:
-        cut = argv.index("--")
-        head, rest = argv[:cut], argv[cut + 1:]
-        args = parser.parse_args(head)
-        if args.cmd in ("run", "exec"):
-            # `run IMAGE sh -c x -- y`: the `--` belongs to the command already begun.
-            args.command = [*args.command, "--", *rest] if args.command else rest
-            return args
+    at = 0  # skip the global options to find the subcommand
+    while at < len(argv) and argv[at].startswith("-") and argv[at] != "--":
+        at += 2 if argv[at] in _GLOBAL_WITH_VALUE else 1
+    if at < len(argv) and argv[at] in ("run", "exec") and "--" in argv[at:]:
+        cut = argv.index("--", at)
+        args = parser.parse_args(argv[:cut])
+        rest = argv[cut + 1:]
+        # `run IMAGE sh -c x -- y`: the `--` belongs to the command already begun.
+        args.command = [*args.command, "--", *rest] if args.command else rest
+        return args
     return parser.parse_args(argv)
+
+
+_GLOBAL_WITH_VALUE = ("--home", "--accel")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -173,7 +173,11 @@ class ExecutionService(pb_grpc.ExecutionServicer):
         feeder = threading.Thread(target=self._feed, args=(cmd, request_iterator), daemon=True)
         feeder.start()
         # When the client goes away mid-command, the command must not live on unseen.
-        context.add_callback(lambda: cmd.proc.poll() is None and cmd.signal_group(signal.SIGKILL))
+        def on_rpc_end() -> None:
+            if cmd.proc.poll() is None:
+                cmd.signal_group(signal.SIGKILL)
+
+        context.add_callback(on_rpc_end)
         try:
             yield pb.ExecOutput(started=pb.ExecStarted(exec_id=cmd.exec_id, pid=cmd.proc.pid))
             while (item := cmd.out.get()) is not None:

@@ -27,6 +27,8 @@ exec /usr/bin/tini -s -- /usr/bin/python3 -S /usr/lib/python3/dist-packages/gues
 FLOOR_INIT = """#!/bin/sh
 exec /usr/bin/python3 -S -c 'print("ready")'
 """
+# mmdebstrap lines worth showing as progress.
+_NOTEWORTHY = ("downloading", "extracting", "installing", "success")
 # Files a headless agent never reads; dropping them keeps the disk small.
 PRUNE = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt",
          "var/lib/apt/lists"]
@@ -45,7 +47,7 @@ def _build_base(base: Path, cache: Path, progress: Progress) -> None:
         run_logged(
             ["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(tmp / "root")],
             cache / "guest-root.log", progress, what="guest root build (mmdebstrap)",
-            echo=lambda line: line.startswith("I: ") and any(w in line for w in ("downloading", "extracting", "installing", "success")),
+            echo=lambda line: line.startswith("I: ") and any(w in line for w in _NOTEWORTHY),
         )
         for rel in PRUNE:
             shutil.rmtree(tmp / "root" / rel, ignore_errors=True)
