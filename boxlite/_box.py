@@ -156,12 +156,12 @@ class Box:
             ready_port=READY_PORT if vhost_user else 20000 + int(rec.id[:4], 16) % 40000,
             vhost_user_socket=sockets / "vhost.sock" if vhost_user else None,
             guest_cid=3 if vhost_user else 3 + int(rec.id[:6], 16) % 1_000_000,
-            tsc_khz=rt._tsc_khz(),
+            tsc_khz=rt._tsc_khz(), socket_dir=sockets,
         )
         plan: dict[str, Any] = {
             "box_id": rec.id, "db": str(rt._store.path), "qemu_argv": qemu_argv(spec),
             "ready_port": spec.ready_port, "guest_cid": spec.guest_cid, "boot_timeout": rt.options.boot_timeout_s,
-            "auto_remove": rec.config.get("auto_remove", False),
+            "auto_remove": rec.config.get("auto_remove", False), "socket_dir": str(sockets),
         }
         if vhost_user:
             assert assets.vsock_device is not None and spec.vhost_user_socket is not None

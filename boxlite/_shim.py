@@ -93,6 +93,8 @@ class Shim:
         self.box_dir = box_dir
         self.plan: dict[str, Any] = json.loads((box_dir / "launch.json").read_text())
         self.box_id: str = self.plan["box_id"]
+        # Unix socket paths are short-lived and length-limited: they may live apart from the box directory.
+        self.socket_dir = Path(self.plan.get("socket_dir") or box_dir)
         self.store = StateStore(Path(self.plan["db"]))
         self.status_fd: int | None = status_fd
         self.link = GuestLink(self.plan)
@@ -150,7 +152,7 @@ class Shim:
         return b"".join(chunks)
 
     async def _serve_portal(self) -> asyncio.AbstractServer:
-        path = self.box_dir / "portal.sock"
+        path = self.socket_dir / "portal.sock"
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
@@ -213,7 +215,7 @@ class Shim:
 
     def _remove_sockets(self) -> None:
         for pattern in ("*.sock", "*.sock_*"):
-            for path in self.box_dir.glob(pattern):
+            for path in self.socket_dir.glob(pattern):
                 with contextlib.suppress(OSError):
                     path.unlink()
 

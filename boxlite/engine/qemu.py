@@ -26,6 +26,8 @@ class VmSpec:
     vhost_user_socket: Path | None
     guest_cid: int = GUEST_CID
     tsc_khz: int | None = None
+    # Where unix sockets go (paths are limited to 108 bytes); the box directory when None.
+    socket_dir: Path | None = None
     extra_cmdline: list[str] = field(default_factory=list)
 
     @property
@@ -34,7 +36,7 @@ class VmSpec:
 
     @property
     def qmp_socket(self) -> Path:
-        return self.box_dir / "qmp.sock"
+        return (self.socket_dir or self.box_dir) / "qmp.sock"
 
 
 def kernel_cmdline(spec: VmSpec) -> str:
