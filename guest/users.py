@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -18,12 +19,23 @@ class UnknownUser(Exception):  # noqa: N818 - reads as the condition it reports
     pass
 
 
+_cache: dict[str, tuple[tuple[int, int], list[list[str]]]] = {}
+
+
 def _read_table(path: str) -> list[list[str]]:
+    """The rows of a colon-separated table, re-read only when the file changes (a stat per command)."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+        st = os.stat(path)
     except FileNotFoundError:
         return []
+    key = (st.st_mtime_ns, st.st_size)
+    cached = _cache.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    with open(path, encoding="utf-8", errors="replace") as f:
+        rows = [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+    _cache[path] = (key, rows)
+    return rows
 
 
 def resolve(root: str, spec: str) -> Identity:
