@@ -7,6 +7,9 @@ provisioned home, so nothing is rebuilt and the real home's boxes and database a
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,7 +26,7 @@ def _vm_assets(real_home: Path) -> None:
     """Skip every VM test, with the reason, on a machine where `boxlite setup` has not been run."""
     try:
         find_assets(real_home)
-    except Exception as exc:  # noqa: BLE001 - whatever is missing, the VM tests cannot run
+    except Exception as exc:  # whatever is missing, the VM tests cannot run
         pytest.skip(f"VM assets are not provisioned under {real_home} (run `boxlite setup`): {exc}")
 
 
@@ -55,6 +58,22 @@ async def runtime(vm_home: Path) -> AsyncIterator[boxlite.Boxlite]:
         for info in await rt.list_info():
             with contextlib.suppress(boxlite.BoxliteError):
                 await rt.remove(info.id, force=True)
+        _kill_strays(vm_home / "boxes")
+
+
+def _kill_strays(boxes: Path) -> None:
+    """Kill (by pid) any process still running for a box of this session's home, e.g. a VM a bug orphaned."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(boxes) + "/" in cmd:
+            warnings.warn(f"killing a process left running by the VM tests: {entry.name} {cmd[:80]}", stacklevel=1)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ Each test boots its own box (about 4 s each under emulation), so there are few o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -33,7 +34,8 @@ def cmdline(pid: int | None) -> str:
 
 
 def box_processes(box_dir: str) -> list[int]:
-    """Host processes whose command line mentions this box's directory (shim, QEMU, vsock device)."""
+    """Host processes whose command line mentions this box's directory (shim, QEMU, vsock device), or any
+    box directory under a home's boxes/ when given that."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and box_dir in cmdline(int(entry.name)):
@@ -41,17 +43,29 @@ def box_processes(box_dir: str) -> list[int]:
     return found
 
 
+async def root_size(box: boxlite.Box) -> int:
+    execution = await box.exec("python3", ["-c", "import os; s = os.statvfs('/'); print(s.f_blocks * s.f_frsize)"])
+    out, err, status = await execution.collect()
+    assert status.exit_code == 0, err
+    return int(out)
+
+
+def kill_leftovers(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 async def remove_quietly(runtime: boxlite.Boxlite, box_id: str) -> None:
-    try:
+    with contextlib.suppress(boxlite.BoxliteError):
         await runtime.remove(box_id, force=True)
-    except boxlite.BoxliteError:
-        pass
 
 
 async def test_create_find_duplicate_remove_and_metrics(runtime: boxlite.Boxlite, vm_home: Path,
                                                         helpers: type) -> None:
     metrics_before = await runtime.metrics()
-    box = await runtime.create(boxlite.BoxOptions(auto_remove=False), name="life-main")
+    box = await runtime.create(boxlite.BoxOptions(auto_remove=False, env={"BOX_LEVEL": "box"}, working_dir="/tmp",
+                                                  user="nobody"), name="life-main")
     try:
         info = await box.info()
         assert info.name == "life-main"
@@ -79,18 +93,30 @@ async def test_create_find_duplicate_remove_and_metrics(runtime: boxlite.Boxlite
 
         # A taken name fails before anything is made: no second box dir, record or VM.
         dirs_before = sorted(p.name for p in (vm_home / "boxes").iterdir())
-        qemus_before = [p for p in Path("/proc").iterdir() if p.name.isdigit() and "qemu-system" in cmdline(int(p.name))]
-        started = time.monotonic()
+        processes_before = box_processes(str(vm_home / "boxes"))
+        counted_before = await runtime.metrics()
         with pytest.raises(boxlite.AlreadyExistsError) as dup:
             await runtime.create(boxlite.BoxOptions(), name="life-main")
         assert "life-main" in str(dup.value)
-        assert time.monotonic() - started < 3, "the duplicate name was only noticed after booting a VM"
+        # Had a VM been started and then cleaned up, create() would have counted a failed box.
+        counted_after = await runtime.metrics()
+        assert counted_after.boxes_failed_total == counted_before.boxes_failed_total
+        assert counted_after.boxes_created_total == counted_before.boxes_created_total
         assert sorted(p.name for p in (vm_home / "boxes").iterdir()) == dirs_before
-        qemus_after = [p for p in Path("/proc").iterdir() if p.name.isdigit() and "qemu-system" in cmdline(int(p.name))]
-        assert len(qemus_after) <= len(qemus_before)
+        assert not set(box_processes(str(vm_home / "boxes"))) - set(processes_before), \
+            "a VM was started for the duplicate name"
         assert [i.id for i in await runtime.list_info() if i.name == "life-main"] == [box.id]
 
+        # The box's env, working_dir and user are the defaults of its commands; a command's own win.
+        show = 'echo "$BOX_LEVEL $(pwd) $(id -u) $LANG"'
+        out, err, _ = await (await box.exec("sh", ["-c", show])).collect()
+        assert out == b"box /tmp 65534 C.UTF-8\n", err
+        out, err, _ = await (await box.exec("sh", ["-c", show], env={"BOX_LEVEL": "call"}, user="root",
+                                            cwd="/")).collect()
+        assert out == b"call / 0 C.UTF-8\n", err
+
         # Commands are counted by the runtime.
+        metrics_created = await runtime.metrics()
         await (await box.exec("true")).wait()
         await (await box.exec("false")).wait()
         metrics_exec = await runtime.metrics()
@@ -116,8 +142,9 @@ async def test_create_find_duplicate_remove_and_metrics(runtime: boxlite.Boxlite
 
 
 async def test_stop_start_keeps_the_disk(runtime: boxlite.Boxlite, helpers: type) -> None:
-    box = await runtime.create(boxlite.BoxOptions(auto_remove=False, name="life-restart"))
+    box = await runtime.create(boxlite.BoxOptions(auto_remove=False, name="life-restart", disk_size_gb=2))
     try:
+        assert await root_size(box) > 1.8 * 1024**3  # the filesystem fills the 2 GB the box asked for
         write = await box.exec("sh", ["-c", "echo persisted-data > /root/keep.txt"])
         assert (await write.wait()).exit_code == 0
         first = await box.info()
@@ -148,6 +175,7 @@ async def test_stop_start_keeps_the_disk(runtime: boxlite.Boxlite, helpers: type
         read = await box.exec("cat", ["/root/keep.txt"])
         out, err, status = await read.collect()
         assert (out, status.exit_code) == (b"persisted-data\n", 0), err
+        assert await root_size(box) > 1.8 * 1024**3
         # Starting a running box does nothing.
         await box.start()
         assert (await box.info()).pid == info.pid
@@ -265,7 +293,7 @@ async def test_vm_death_is_noticed(runtime: boxlite.Boxlite, helpers: type) -> N
         assert (await box.info()).status == "failed"
 
         # Nothing of the box is left on the host.
-        assert helpers.wait_until(lambda: not any(helpers.pid_alive(p) for p in family), timeout=10), \
+        assert helpers.wait_until(lambda: not any(helpers.pid_alive(p) for p in family), timeout=5), \
             [p for p in family if helpers.pid_alive(p)]
         assert box_processes(info.box_dir) == []
         assert (await runtime.metrics()).boxes_failed_total == failed_before + 1
@@ -275,4 +303,46 @@ async def test_vm_death_is_noticed(runtime: boxlite.Boxlite, helpers: type) -> N
         assert await runtime.get(box.id) is None
         assert not Path(info.box_dir).exists()
     finally:
+        await remove_quietly(runtime, box.id)
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: when the shim dies, QEMU and the vsock device are orphaned and "
+                   "keep running; neither reconcile nor remove(force=True) kills them")
+async def test_shim_death_leaves_no_vm_behind(runtime: boxlite.Boxlite, helpers: type) -> None:
+    box = await runtime.create(boxlite.BoxOptions(auto_remove=False, name="life-shim-crash"))
+    info = await box.info()
+    family = box_process_ids(info.shim_pid)
+    try:
+        assert info.pid in family and len(family) >= 2
+        os.kill(info.shim_pid, signal.SIGKILL)
+        assert helpers.wait_until(lambda: not helpers.pid_alive(info.shim_pid), timeout=10)
+
+        assert (await box.info()).status == "failed"
+        with anyio.fail_after(30):
+            with pytest.raises((boxlite.EngineError, boxlite.PortalError)):
+                await box.exec("true")
+        with anyio.fail_after(60):
+            await runtime.remove(box.id, force=True)
+        assert helpers.wait_until(lambda: not any(helpers.pid_alive(p) for p in family), timeout=5), \
+            f"left running: {[cmdline(p)[:60] for p in family if helpers.pid_alive(p)]}"
+    finally:
+        kill_leftovers([p for p in family if helpers.pid_alive(p)])
+        await remove_quietly(runtime, box.id)
+
+
+@pytest.mark.xfail(strict=True, reason="library bug: the shim auto-removes an auto_remove box whose VM crashed, so "
+                   "the owner gets 'box has been removed' (InvalidStateError) instead of the engine failure")
+async def test_vm_death_of_auto_remove_box_is_reported_as_engine_failure(runtime: boxlite.Boxlite,
+                                                                          helpers: type) -> None:
+    box = await runtime.create(boxlite.BoxOptions(name="life-crash-auto"))  # auto_remove=True, the default
+    info = await box.info()
+    family = box_process_ids(info.shim_pid)
+    try:
+        os.kill(info.pid, signal.SIGKILL)
+        assert helpers.wait_until(lambda: not any(helpers.pid_alive(p) for p in family), timeout=10)
+        with anyio.fail_after(30):
+            with pytest.raises((boxlite.EngineError, boxlite.PortalError)):
+                await box.exec("true")
+    finally:
+        kill_leftovers([p for p in family if helpers.pid_alive(p)])
         await remove_quietly(runtime, box.id)

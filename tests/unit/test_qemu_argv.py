@@ -1,0 +1,123 @@
+"""The QEMU command line a box is started with."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from boxlite.engine import Accel, VmSpec, qemu_argv, vsock_device_argv
+from boxlite.engine.qemu import kernel_cmdline
+
+KVM = Accel("kvm", "test")
+TCG = Accel("tcg", "test")
+
+
+def spec(accel: Accel = TCG, vhost_user: bool = True, **changes: object) -> VmSpec:
+    base = VmSpec(
+        qemu=Path("/usr/bin/qemu-system-x86_64"), kernel=Path("/a/vmlinux"), guest_root=Path("/a/guest.ext4"),
+        box_disk=Path("/b/box1/disk.qcow2"), box_dir=Path("/b/box1"), accel=accel, cpus=2, memory_mib=768,
+        hostname="box1", ready_port=2696, vhost_user_socket=Path("/b/box1/vhost.sock") if vhost_user else None,
+        guest_cid=3 if vhost_user else 1234, tsc_khz=2_600_000,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def option(argv: list[str], flag: str) -> list[str]:
+    """Every value given to `flag` on the command line."""
+    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag]
+
+
+def test_basics() -> None:
+    argv = qemu_argv(spec())
+    assert argv[0] == "/usr/bin/qemu-system-x86_64"
+    assert option(argv, "-smp") == ["2"]
+    assert option(argv, "-m") == ["768M"]
+    assert option(argv, "-kernel") == ["/a/vmlinux"]
+    assert "-nodefaults" in argv and "-no-reboot" in argv
+    assert option(argv, "-M")[0].startswith("microvm")
+
+
+def test_sandbox_is_on() -> None:
+    for s in (spec(), spec(KVM, vhost_user=False)):
+        sandbox = option(qemu_argv(s), "-sandbox")
+        assert len(sandbox) == 1
+        assert sandbox[0].split(",")[0] == "on"
+        assert "spawn=deny" in sandbox[0]
+
+
+def test_vhost_user_needs_shared_memfd_memory() -> None:
+    argv = qemu_argv(spec(vhost_user=True))
+    memfd = [o for o in option(argv, "-object") if o.startswith("memory-backend-memfd")]
+    assert len(memfd) == 1
+    assert "share=on" in memfd[0].split(",")
+    assert "size=768M" in memfd[0].split(",")
+    assert "memory-backend=mem" in option(argv, "-M")[0]
+    assert "socket,id=vsock,path=/b/box1/vhost.sock" in option(argv, "-chardev")
+    assert "vhost-user-vsock-device,chardev=vsock" in option(argv, "-device")
+
+
+def test_kernel_vhost_vsock_has_no_memfd() -> None:
+    argv = qemu_argv(spec(vhost_user=False))
+    assert not any(o.startswith("memory-backend-memfd") for o in option(argv, "-object"))
+    assert "memory-backend" not in option(argv, "-M")[0]
+    assert "vhost-vsock-device,guest-cid=1234" in option(argv, "-device")
+
+
+def test_tcg() -> None:
+    argv = qemu_argv(spec(TCG))
+    accel = option(argv, "-accel")
+    assert len(accel) == 1
+    assert accel[0].startswith("tcg,tb-size=")
+    assert "-cpu" not in argv
+
+
+def test_kvm() -> None:
+    argv = qemu_argv(spec(KVM))
+    assert option(argv, "-accel") == ["kvm"]
+    assert option(argv, "-cpu") == ["host"]
+    i = argv.index("-accel")
+    assert argv[i:i + 4] == ["-accel", "kvm", "-cpu", "host"]
+
+
+def test_disks() -> None:
+    drives = option(qemu_argv(spec()), "-drive")
+    system = next(d for d in drives if "id=sys" in d)
+    box = next(d for d in drives if "id=box" in d)
+    assert "file=/a/guest.ext4" in system and "readonly=on" in system and "format=raw" in system
+    assert "file=/b/box1/disk.qcow2" in box and "format=qcow2" in box
+    assert "readonly" not in box
+
+
+def test_console_and_qmp_live_in_the_box_dir() -> None:
+    argv = qemu_argv(spec())
+    assert "file,id=console,path=/b/box1/console.log" in option(argv, "-chardev")
+    assert option(argv, "-qmp")[0].startswith("unix:/b/box1/qmp.sock")
+
+
+def test_kernel_cmdline() -> None:
+    line = option(qemu_argv(spec()), "-append")[0]
+    assert line == kernel_cmdline(spec())
+    params = line.split()
+    assert "boxlite.ready_port=2696" in params
+    assert "boxlite.hostname=box1" in params
+    assert "init=/sbin/boxlite-init" in params
+    assert "tsc_early_khz=2600000" in params
+
+
+@pytest.mark.parametrize(("accel", "tsc", "expected"), [(TCG, 2_600_000, True), (TCG, None, False),
+                                                        (KVM, 2_600_000, False)])
+def test_tsc_hint_only_under_tcg(accel: Accel, tsc: int | None, expected: bool) -> None:
+    line = kernel_cmdline(spec(accel, tsc_khz=tsc))
+    assert ("tsc_early_khz=" in line) is expected
+
+
+def test_extra_cmdline() -> None:
+    assert kernel_cmdline(spec(extra_cmdline=["foo=bar"])).endswith(" foo=bar")
+
+
+def test_vsock_device_argv() -> None:
+    assert vsock_device_argv(Path("/bin/vd"), Path("/s/vhost.sock"), Path("/s/vsock.sock")) == [
+        "/bin/vd", "--guest-cid", "3", "--socket", "/s/vhost.sock", "--uds-path", "/s/vsock.sock"]
+    assert vsock_device_argv(Path("/bin/vd"), Path("/x"), Path("/y"), guest_cid=9)[2] == "9"
