@@ -112,6 +112,8 @@ class Execution:
             return
         if error is not None:
             self._status.set_exception(error)
+            # Raised from wait(); nobody may wait, and an unretrieved exception is only noise then.
+            self._status.add_done_callback(lambda f: f.exception())
             return
         assert exit_msg is not None
         code = -exit_msg.signal if exit_msg.signal else exit_msg.exit_code

@@ -39,6 +39,12 @@ class _Validated(BaseModel):
         except ValidationError as exc:
             raise _config_error(exc, type(self)) from None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise _config_error(exc, type(self)) from None
+
 
 class Options(_Validated):
     """Runtime options: where state lives and how VMs are run."""
@@ -131,7 +137,8 @@ class BoxOptions(_Validated):
     def _name(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        if not v or len(v) > 64 or not all(c.isalnum() or c in "-_." for c in v) or not v[0].isalnum():
+        if not v or len(v) > 64 or not v.isascii() or not all(c.isalnum() or c in "-_." for c in v) \
+                or not v[0].isalnum():
             raise ValueError(f"invalid box name {v!r}: use 1-64 letters, digits, '-', '_' or '.', "
                              "starting with a letter or digit")
         return v

@@ -98,9 +98,9 @@ class Boxlite:
             await box.start()
         except BaseException:
             # A box whose first start failed was never usable: leave nothing behind.
+            # (The shim has counted the failure.)
             with anyio.CancelScope(shield=True), contextlib.suppress(BoxliteError):
                 await self.remove(box.id, force=True)
-            self._store.bump("boxes_failed")
             raise
         self._store.update(box.id, create_ms=round((time.monotonic() - started) * 1000, 1))
         self._store.bump("boxes_created")

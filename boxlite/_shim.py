@@ -112,7 +112,7 @@ class Shim:
     async def _spawn(self, argv: list[str], log_name: str) -> asyncio.subprocess.Process:
         with open(self.box_dir / log_name, "ab") as log:
             proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                                                        stderr=log)
+                                                        stderr=log, preexec_fn=_die_with_parent)
         self.procs.append(proc)
         return proc
 
@@ -222,7 +222,9 @@ class Shim:
     def _record_end(self, status: str, error: str | None) -> None:
         if status == FAILED:
             self.store.bump("boxes_failed")
-        if self.plan.get("auto_remove"):
+        # A box that failed is kept, even with auto_remove, so its owner learns why (its next call raises
+        # EngineError with the console's last lines); removing it is then the owner's call.
+        if self.plan.get("auto_remove") and status == STOPPED:
             import shutil
 
             self.store.delete(self.box_id)
@@ -230,6 +232,14 @@ class Shim:
             return
         self.store.update(self.box_id, status=status, error=error, stopped_at=time.time(), shim_pid=None,
                           shim_start=None, vmm_pid=None)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: if the shim dies (even by SIGKILL), the kernel kills the VM with it."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
 def _guest_boot_ms(ready: bytes) -> float | None:

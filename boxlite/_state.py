@@ -176,8 +176,8 @@ class StateStore:
             rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM boxes WHERE id = ? OR name = ?",
                                     (id_or_name, id_or_name)).fetchall()
             if not rows and len(id_or_name) >= 4:
-                rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM boxes WHERE id LIKE ? || '%'",
-                                        (id_or_name,)).fetchall()
+                rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM boxes WHERE substr(id, 1, ?) = ?",
+                                        (len(id_or_name), id_or_name)).fetchall()
         if len(rows) > 1:
             raise NotFoundError(f"box not found: {id_or_name} is ambiguous ({len(rows)} boxes match)",
                                 fix="give more characters of the id, or the name")
@@ -218,7 +218,7 @@ class StateStore:
 
     def delete_counters(self, prefix: str) -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM counters WHERE name LIKE ? || '%'", (prefix,))
+            db.execute("DELETE FROM counters WHERE substr(name, 1, ?) = ?", (len(prefix), prefix))
 
     def counters(self) -> dict[str, int]:
         with self._lock:

@@ -61,21 +61,19 @@ class Command:
         open_streams = 2
         try:
             while open_streams:
+                # Deadlines are checked on every pass: a command that floods its output keeps select() busy.
                 now = time.monotonic()
+                if exited_at is not None and now >= exited_at + DRAIN_GRACE_S:
+                    break
+                if self.deadline is not None and not self.timed_out and now >= self.deadline:
+                    self.timed_out = True
+                    self.signal_group(signal.SIGKILL)
                 waits = []
                 if self.deadline is not None and not self.timed_out:
                     waits.append(self.deadline - now)
                 if exited_at is not None:
                     waits.append(exited_at + DRAIN_GRACE_S - now)
-                timeout = max(0.0, min(waits)) if waits else None
-                events = sel.select(timeout)
-                if not events:
-                    if exited_at is not None and time.monotonic() >= exited_at + DRAIN_GRACE_S:
-                        break
-                    if self.deadline is not None and not self.timed_out and time.monotonic() >= self.deadline:
-                        self.timed_out = True
-                        self.signal_group(signal.SIGKILL)
-                    continue
+                events = sel.select(max(0.0, min(waits)) if waits else None)
                 for key, _ in events:
                     if key.data == "exit":
                         sel.unregister(pidfd)

@@ -139,8 +139,6 @@ def test_several_problems_are_reported_together() -> None:
     assert "CPU count" in str(info.value) and "memory_mib" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: _Validated converts ValidationError to ConfigError only in "
-                   "__init__; validate_assignment=True makes assignments raise pydantic's ValidationError")
 def test_invalid_assignment_is_a_config_error() -> None:
     """validate_assignment is on, so assignments are validated too, and must fail like construction does."""
     opts = BoxOptions()

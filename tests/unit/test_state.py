@@ -74,8 +74,6 @@ def test_ambiguous_prefix(store: StateStore) -> None:
     assert store.find("abcd00000002").id == "abcd00000002"
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: StateStore.find matches prefixes with SQL LIKE, so '%' and '_' "
-                                       "in the argument are wildcards")
 def test_prefix_is_literal(store: StateStore) -> None:
     store.insert(record("abcdef123456"))
     assert store.find("%%%%") is None

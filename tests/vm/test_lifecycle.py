@@ -306,8 +306,6 @@ async def test_vm_death_is_noticed(runtime: boxlite.Boxlite, helpers: type) -> N
         await remove_quietly(runtime, box.id)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: when the shim dies, QEMU and the vsock device are orphaned and "
-                   "keep running; neither reconcile nor remove(force=True) kills them")
 async def test_shim_death_leaves_no_vm_behind(runtime: boxlite.Boxlite, helpers: type) -> None:
     box = await runtime.create(boxlite.BoxOptions(auto_remove=False, name="life-shim-crash"))
     info = await box.info()
@@ -330,8 +328,6 @@ async def test_shim_death_leaves_no_vm_behind(runtime: boxlite.Boxlite, helpers:
         await remove_quietly(runtime, box.id)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: the shim auto-removes an auto_remove box whose VM crashed, so "
-                   "the owner gets 'box has been removed' (InvalidStateError) instead of the engine failure")
 async def test_vm_death_of_auto_remove_box_is_reported_as_engine_failure(runtime: boxlite.Boxlite,
                                                                           helpers: type) -> None:
     box = await runtime.create(boxlite.BoxOptions(name="life-crash-auto"))  # auto_remove=True, the default
