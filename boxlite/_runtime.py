@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -20,7 +22,7 @@ from boxlite._box import Box, BoxInfo
 from boxlite._errors import BoxliteError, InvalidStateError, NotFoundError, StorageError
 from boxlite._metrics import RuntimeMetrics
 from boxlite._options import BoxOptions, Options
-from boxlite._state import ACTIVE, CONFIGURED, RUNNING, BoxRecord, StateStore, default_home
+from boxlite._state import ACTIVE, CONFIGURED, RUNNING, STOPPING, BoxRecord, StateStore, default_home
 from boxlite.engine import Accel, detect_accel
 from boxlite.images import DEFAULT_IMAGE, Image, ImageStore
 from boxlite.provision import Assets, find_assets
@@ -51,9 +53,11 @@ class Boxlite:
         self.options = options or Options()
         self.home = self.options.home_dir or default_home()
         self._store = StateStore(self.home / "boxlite.db")
-        self._images = ImageStore(self.home)
+        self._images = ImageStore(self.home, registries=self.options.image_registries, in_use=self._boxes_by_image)
+        # Boxes created here without detach=True: they end with this runtime (close(), or at interpreter exit).
         self._owned: dict[str, Box] = {}
         self._closed = False
+        atexit.register(self._stop_owned_at_exit)
 
     @classmethod
     def default(cls) -> Boxlite:
@@ -74,11 +78,21 @@ class Boxlite:
 
     @property
     def images(self) -> ImageStore:
+        """The image cache: get/pull/load/list/remove/prune. Images boxes use cannot be removed."""
         return self._images
+
+    def _boxes_by_image(self) -> dict[str, list[str]]:
+        """{manifest digest: [names (or ids) of the boxes whose disks are based on it]}."""
+        used: dict[str, list[str]] = {}
+        for rec in self._store.all():
+            digest = (rec.image or {}).get("digest")
+            if digest:
+                used.setdefault(str(digest), []).append(rec.name or rec.id)
+        return used
 
     def _resolve_image(self, opts: BoxOptions) -> Image:
         progress = log.info
-        if opts.rootfs_path:
+        if opts.rootfs_path:  # an OCI layout directory or an image archive file
             return self._images.import_layout(Path(opts.rootfs_path), progress=progress)
         return self._images.get(opts.image or DEFAULT_IMAGE, progress=progress)
 
@@ -198,6 +212,18 @@ class Boxlite:
         self._closed = True
 
     shutdown = close
+
+    def _stop_owned_at_exit(self) -> None:
+        """The interpreter is exiting without close(): ask each owned box's shim to end its VM. Synchronous
+        and quick; the shims finish the job (and remove auto_remove boxes) on their own."""
+        for box_id in list(self._owned):
+            rec = self._store.find(box_id)
+            if rec is None or rec.status not in ACTIVE or not rec.shim_pid:
+                continue
+            self._store.update(box_id, status=STOPPING)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rec.shim_pid, signal.SIGTERM)
+        self._owned.clear()
 
     async def __aenter__(self) -> Boxlite:
         return self
