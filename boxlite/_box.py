@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Generator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,12 @@ class BoxInfo(BaseModel):
     @property
     def state(self) -> str:
         return self.status
+
+    def __await__(self) -> Generator[Any, None, BoxInfo]:
+        """Box.info() reads local state and needs no I/O wait, so it is synchronous; code written as
+        `await box.info()` works too, because awaiting a BoxInfo gives the BoxInfo itself."""
+        return self
+        yield  # a generator: makes this an awaitable that completes at once
 
 
 def _when(ts: float | None) -> datetime | None:
@@ -112,7 +119,8 @@ class Box:
         self._record = rec
         return rec
 
-    async def info(self) -> BoxInfo:
+    def info(self) -> BoxInfo:
+        """The box's state now (usable as `box.info()` or `await box.info()`)."""
         rec = self._refresh()
         cfg = rec.config
         return BoxInfo(

@@ -163,7 +163,7 @@ class Boxlite:
         return box
 
     async def list_info(self) -> list[BoxInfo]:
-        return [await Box(self, rec).info() for rec in self._store.all()]
+        return [Box(self, rec).info() for rec in self._store.all()]
 
     async def list(self) -> list[BoxInfo]:
         return await self.list_info()

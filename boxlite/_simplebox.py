@@ -83,8 +83,9 @@ class SimpleBox:
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.shield(self.stop())
 
-    async def info(self) -> BoxInfo:
-        return await self.box.info()
+    def info(self) -> BoxInfo:
+        """The box's state now (usable as `box.info()` or `await box.info()`)."""
+        return self.box.info()
 
     async def metrics(self) -> BoxMetrics:
         return await self.box.metrics()
