@@ -213,7 +213,7 @@ class Box:
             with contextlib.suppress(BoxliteError):
                 if self._refresh().status in ACTIVE:
                     store.update(self.id, status=FAILED, error=error)
-            if "did not report ready" in error:
+            if event.get("timeout"):
                 raise TimeoutError(f"box {self.id} did not boot: {error}",
                                    fix="raise Options(boot_timeout_s=...) or check the console log in "
                                    f"{self.box_dir}")

@@ -200,7 +200,7 @@ class Shim:
                 error = f"the VM exited unexpectedly (code {code}): {_tail(self.box_dir / 'console.log', 3)}"
         except Exception as exc:
             status, error = FAILED, str(exc) or type(exc).__name__
-            self.report({"event": "failed", "error": error})
+            self.report({"event": "failed", "error": error, "timeout": isinstance(exc, TimeoutError)})
         finally:
             if server is not None:
                 server.close()
