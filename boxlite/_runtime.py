@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import logging
 import os
 import secrets
 import shutil
@@ -18,6 +17,7 @@ from typing import Any, ClassVar
 
 import anyio
 
+from boxlite import _progress
 from boxlite._box import Box, BoxInfo
 from boxlite._errors import BoxliteError, InvalidStateError, NotFoundError, StorageError
 from boxlite._metrics import RuntimeMetrics
@@ -26,8 +26,6 @@ from boxlite._state import ACTIVE, CONFIGURED, RUNNING, STOPPING, BoxRecord, Sta
 from boxlite.engine import Accel, detect_accel
 from boxlite.images import DEFAULT_IMAGE, Image, ImageStore
 from boxlite.provision import Assets, find_assets
-
-log = logging.getLogger("boxlite")
 
 # Unix socket paths must fit in 108 bytes; deeper homes put the sockets in a short private directory.
 _MAX_SOCKET_DIR = 80
@@ -91,7 +89,7 @@ class Boxlite:
         return used
 
     def _resolve_image(self, opts: BoxOptions) -> Image:
-        progress = log.info
+        progress = _progress.report
         if opts.rootfs_path:  # an OCI layout directory or an image archive file
             return self._images.import_layout(Path(opts.rootfs_path), progress=progress)
         return self._images.get(opts.image or DEFAULT_IMAGE, progress=progress)

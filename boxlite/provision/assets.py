@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from boxlite import _progress
 from boxlite._errors import EngineError, StorageError
 from boxlite.provision._common import Progress
 from boxlite.provision.guest_root import base_ready, ensure_guest_root, guest_root_path
@@ -54,7 +54,7 @@ def find_assets(home: Path) -> Assets:
     guest_root = guest_root_path(assets)
     if not guest_root.exists() and base_ready(home / "cache"):
         # A new version of the agent: re-making the disk from the cached base takes seconds, not a setup run.
-        guest_root = ensure_guest_root(assets, home / "cache", logging.getLogger("boxlite").info)
+        guest_root = ensure_guest_root(assets, home / "cache", _progress.report)
     vsock = installed_binary() or (assets / "vhost-device-vsock")
     missing = [what for what, ok in (("guest kernel", kernel.exists()), ("guest root", guest_root.exists()),
                                      ("vhost-device-vsock", vsock.exists())) if not ok]
