@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from boxlite._options import BoxOptions, Options
     from boxlite._runtime import Boxlite
     from boxlite._simplebox import SimpleBox
+    from boxlite._sync import SyncBox, SyncBoxlite, SyncExecution, SyncSimpleBox
     from boxlite.images import DEFAULT_IMAGE
 
 # Imported on first use (PEP 562), so `import boxlite` and the per-box shim start fast.
@@ -50,6 +51,8 @@ _LAZY = {
     "BoxMetrics": "boxlite._metrics", "RuntimeMetrics": "boxlite._metrics",
     "BoxOptions": "boxlite._options", "Options": "boxlite._options",
     "Boxlite": "boxlite._runtime", "SimpleBox": "boxlite._simplebox", "DEFAULT_IMAGE": "boxlite.images",
+    "SyncBoxlite": "boxlite._sync", "SyncBox": "boxlite._sync", "SyncSimpleBox": "boxlite._sync",
+    "SyncExecution": "boxlite._sync",
 }
 
 
@@ -89,6 +92,10 @@ __all__ = [
     "RuntimeMetrics",
     "SimpleBox",
     "StorageError",
+    "SyncBox",
+    "SyncBoxlite",
+    "SyncExecution",
+    "SyncSimpleBox",
     "TimeoutError",
     "UnsupportedEngineError",
 ]
