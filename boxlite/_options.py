@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from boxlite._errors import ConfigError
+from boxlite.images.config import RegistryConfig, check_search_host
+from boxlite.images.reference import check_image_option
 
 MIN_MEMORY_MIB, MAX_MEMORY_MIB = 128, 65536
 MAX_DISK_GB = 2048
@@ -55,13 +57,21 @@ class Options(_Validated):
     accel: Literal["auto", "kvm", "tcg"] | None = None
     # How long a box may take from launch to its agent reporting ready.
     boot_timeout_s: float = 120.0
-    # Accepted for compatibility with existing code; registry pulls arrive with the images work.
-    image_registries: list[str] = []
+    # Registries for image pulls. A string is a registry searched for short names like "python:slim", in
+    # order (Docker Hub when none is given); a RegistryConfig (or dict) sets a host's mirrors, plain-http
+    # ("insecure") use and credentials: {"host": "docker.io", "mirrors": ["http://127.0.0.1:5000"]}.
+    # Merged with $BOXLITE_REGISTRY_MIRRORS & co. and HOME/registries.json (see boxlite/images/config.py).
+    image_registries: list[str | RegistryConfig] = []
 
     @field_validator("home_dir")
     @classmethod
     def _absolute_home(cls, v: Path | None) -> Path | None:
         return v.expanduser().resolve() if v is not None else None
+
+    @field_validator("image_registries")
+    @classmethod
+    def _registries(cls, v: list[str | RegistryConfig]) -> list[str | RegistryConfig]:
+        return [check_search_host(entry) if isinstance(entry, str) else entry for entry in v]
 
     @field_validator("boot_timeout_s")
     @classmethod
@@ -121,6 +131,16 @@ class BoxOptions(_Validated):
             raise ValueError(f"disk_size_gb must be between 0 and {MAX_DISK_GB}")
         return v
 
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return check_image_option(v)
+        except ConfigError as exc:
+            raise ValueError(exc.detail) from None
+
     @field_validator("rootfs_path")
     @classmethod
     def _rootfs(cls, v: str | None) -> str | None:
@@ -128,8 +148,9 @@ class BoxOptions(_Validated):
             return v
         if not os.path.isabs(v):
             raise ValueError(f"rootfs_path must be an absolute path, got {v!r}")
-        if not os.path.isdir(v):
-            raise ValueError(f"rootfs_path {v} is not a directory (expected an OCI image layout directory)")
+        if not os.path.isdir(v) and not os.path.isfile(v):
+            raise ValueError(f"rootfs_path {v} is not a directory (expected an OCI image layout directory) "
+                             "nor an image archive file (`docker save` or OCI archive)")
         return v
 
     @field_validator("name")

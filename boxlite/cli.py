@@ -6,6 +6,7 @@
     boxlite exec [-i] BOX -- CMD ARGS...
     boxlite ls [-a] [-q] [--json]
     boxlite start|stop|rm|info|metrics ...
+    boxlite images ls|pull|load|rm|prune ...   the image cache (boxlite/cli_images.py)
 
 Command output goes to stdout; progress and diagnostics go to stderr. Exit codes follow Docker: the
 command's own code, 128+N when signal N killed it, 124 when --timeout expired, 125 when boxlite itself
@@ -40,6 +41,7 @@ from boxlite._execution import ExecStatus, Execution
 from boxlite._options import BoxOptions, Options
 from boxlite._runtime import Boxlite
 from boxlite._state import ACTIVE, default_home
+from boxlite.cli_images import add_images_parser
 from boxlite.engine.accel import ACCEL_ENV, detect_accel, hardware_kvm
 from boxlite.images import DEFAULT_IMAGE, Image
 
@@ -751,6 +753,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("metrics", help="a box's metrics, or the runtime's, as JSON")
     p.add_argument("box", nargs="?", metavar="BOX")
     p.set_defaults(func=_async(_metrics))
+
+    add_images_parser(sub, _runtime)
     return parser
 
 

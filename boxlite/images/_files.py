@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -57,12 +58,12 @@ def write_json_atomic(path: Path, value: Any) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive fcntl.flock on path (created if missing) for the duration of the block."""
+def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold an fcntl.flock on path (created if missing) for the duration of the block: exclusive by default."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
@@ -105,3 +106,54 @@ def clean_stale_scratch(tmp_dir: Path) -> None:
         if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
             with contextlib.suppress(OSError):
                 remove_path(entry)
+
+
+def free_bytes(path: Path) -> int:
+    """Free space on the filesystem holding path (or its nearest existing parent)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return 0
+
+
+def allocated_bytes(path: Path) -> int:
+    """Bytes a file or tree really occupies (sparse disk images count only their written blocks)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0
+    if not os.path.isdir(path) or os.path.islink(path):
+        return st.st_blocks * 512
+    total = st.st_blocks * 512
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
+
+
+def is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(where: Path, what: str, e: BaseException | None = None) -> StorageError:
+    """The StorageError for a full disk, with the free space shown."""
+    detail = f": {e}" if e is not None else ""
+    return StorageError(
+        f"not enough disk space for {what}: {human_size(free_bytes(where))} free under {where}{detail}",
+        fix="free some space (e.g. `boxlite images prune`) or point BOXLITE_HOME at a bigger filesystem",
+    )
+
+
+def require_free(where: Path, needed: int, what: str) -> None:
+    """Raise the disk-full StorageError early when the filesystem plainly cannot hold needed bytes."""
+    free = free_bytes(where)
+    if free < needed:
+        raise StorageError(
+            f"not enough disk space for {what}: it needs about {human_size(needed)} but only "
+            f"{human_size(free)} is free under {where}",
+            fix="free some space (e.g. `boxlite images prune`) or point BOXLITE_HOME at a bigger filesystem",
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -23,3 +24,27 @@ class Image(BaseModel):
     user: str
     entrypoint: list[str]
     cmd: list[str]
+
+
+@dataclass(frozen=True)
+class LayerProgress:
+    """One layer's download state during a pull, for progress bars (sent from download threads).
+
+    status: "waiting", "downloading", "done" (fetched now), "cached" (already in the blob store) or "failed".
+    """
+
+    index: int  # 1-based position in the manifest
+    count: int  # layers in the image
+    digest: str
+    total_bytes: int
+    done_bytes: int
+    status: str
+
+
+@dataclass(frozen=True)
+class RemovedImage:
+    """What ImageStore.remove did: the names it dropped, the digest it deleted (None if other names remain)."""
+
+    untagged: list[str]
+    deleted: str | None
+    bytes_freed: int

@@ -139,11 +139,46 @@ class VerifyingReader:
             )
 
 
-class OciLayout:
+class BlobReader:
+    """Reads digest-verified blobs from some directory; subclasses say where a digest's file is."""
+
+    where = "the image store"
+
+    def blob_path(self, digest: str) -> Path:
+        raise NotImplementedError
+
+    def open_blob(self, desc: Descriptor, what: str = "blob") -> tuple[IO[bytes], VerifyingReader]:
+        """Open a blob for streaming; the caller must call reader.finish() and close the file."""
+        path = self.blob_path(desc.digest)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+        except FileNotFoundError:
+            raise ImageError(
+                f"{what} {desc.digest} is missing from {self.where}",
+                fix="the image is incomplete; export or pull it again with all its layers",
+            ) from None
+        return f, VerifyingReader(f, desc.digest, desc.size, what)
+
+    def read_json_blob(self, desc: Descriptor, what: str) -> dict[str, Any]:
+        if desc.size > _MAX_JSON_BLOB:
+            raise ImageError(f"{what} {desc.digest} is implausibly large ({desc.size} bytes)")
+        f, reader = self.open_blob(desc, what)
+        with f:
+            data = reader.read()
+            reader.finish()
+        return parse_json(data, f"{what} {desc.digest}")
+
+    def config(self, manifest: Manifest) -> ImageConfig:
+        raw = self.read_json_blob(manifest.config, "image config")
+        return to_model(ImageConfig, raw, f"image config {manifest.config.digest}")
+
+
+class OciLayout(BlobReader):
     """An OCI image layout directory: `oci-layout`, `index.json`, `blobs/<alg>/<hex>`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path.resolve()
+        self.where = str(self.path)
         if not self.path.is_dir():
             raise ImageError(
                 f"OCI layout directory {self.path} does not exist",
@@ -159,69 +194,57 @@ class OciLayout:
         algorithm, _, hex_part = check_digest(digest).partition(":")
         return self.path / "blobs" / algorithm / hex_part
 
-    def open_blob(self, desc: Descriptor, what: str = "blob") -> tuple[IO[bytes], VerifyingReader]:
-        """Open a blob for streaming; the caller must call reader.finish() and close the file."""
-        path = self.blob_path(desc.digest)
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
-        except FileNotFoundError:
-            raise ImageError(
-                f"{what} {desc.digest} is missing from {self.path}",
-                fix="the layout is incomplete; export the image again with all its layers",
-            ) from None
-        return f, VerifyingReader(f, desc.digest, desc.size, what)
-
-    def read_json_blob(self, desc: Descriptor, what: str) -> dict[str, Any]:
-        if desc.size > _MAX_JSON_BLOB:
-            raise ImageError(f"{what} {desc.digest} is implausibly large ({desc.size} bytes)")
-        f, reader = self.open_blob(desc, what)
-        with f:
-            data = reader.read()
-            reader.finish()
-        return _parse_json(data, f"{what} {desc.digest}")
-
     def index(self) -> Index:
         try:
             data = (self.path / "index.json").read_bytes()
         except OSError as e:
             raise ImageError(f"could not read {self.path / 'index.json'}: {e}") from e
-        return _model(Index, _parse_json(data, "index.json"), "index.json")
+        return to_model(Index, parse_json(data, "index.json"), "index.json")
 
     def resolve_manifest(self) -> tuple[Descriptor, Manifest]:
         """The image manifest this host should run, following nested image indexes."""
-        desc = self._pick(self.index().manifests, "index.json")
-        for _ in range(8):
-            check_digest(desc.digest)
-            raw = self.read_json_blob(desc, "manifest")
-            media_type = desc.media_type or str(raw.get("mediaType", ""))
-            if media_type in INDEX_TYPES or ("manifests" in raw and "layers" not in raw):
-                desc = self._pick(_model(Index, raw, f"image index {desc.digest}").manifests, desc.digest)
-                continue
-            return desc, _model(Manifest, raw, f"manifest {desc.digest}")
-        raise ImageError(f"image indexes in {self.path} nest too deeply")
+        return resolve_in(self, self.index().manifests, f"index.json in {self.path}")
 
-    def _pick(self, manifests: list[Descriptor], where: str) -> Descriptor:
-        candidates = [d for d in manifests if not _is_attestation(d)]
-        if not candidates:
-            raise ImageError(f"{where} in {self.path} lists no image manifests", fix="export the image again")
-        if len(candidates) == 1:
-            return candidates[0]
-        arch = host_architecture()
-        for d in candidates:
-            if d.platform and d.platform.os == "linux" and d.platform.architecture == arch:
-                return d
-        found = ", ".join(
-            f"{d.platform.os}/{d.platform.architecture}" if d.platform else f"(no platform) {d.digest[:19]}"
-            for d in candidates
-        )
-        raise ImageError(
-            f"{where} in {self.path} has several manifests and none for linux/{arch}: {found}",
-            fix=f"export only the linux/{arch} variant of the image",
-        )
 
-    def config(self, manifest: Manifest) -> ImageConfig:
-        raw = self.read_json_blob(manifest.config, "image config")
-        return _model(ImageConfig, raw, f"image config {manifest.config.digest}")
+def resolve_in(source: BlobReader, manifests: list[Descriptor], where: str) -> tuple[Descriptor, Manifest]:
+    """Pick this host's manifest among descriptors whose blobs source holds, following nested indexes."""
+    desc = pick_manifest(manifests, where)
+    for _ in range(8):
+        check_digest(desc.digest)
+        raw = source.read_json_blob(desc, "manifest")
+        media_type = desc.media_type or str(raw.get("mediaType", ""))
+        if media_type in INDEX_TYPES or ("manifests" in raw and "layers" not in raw):
+            index = to_model(Index, raw, f"image index {desc.digest}")
+            desc = pick_manifest(index.manifests, f"image index {desc.digest}")
+            continue
+        return desc, to_model(Manifest, raw, f"manifest {desc.digest}")
+    raise ImageError(f"image indexes in {source.where} nest too deeply")
+
+
+def platform_name(d: Descriptor) -> str:
+    if d.platform is None:
+        return f"(no platform) {d.digest[:19]}"
+    p = d.platform
+    return f"{p.os}/{p.architecture}" + (f"/{p.variant}" if p.variant else "")
+
+
+def pick_manifest(manifests: list[Descriptor], where: str) -> Descriptor:
+    """The descriptor for linux on this host's architecture (the only one, if there is only one)."""
+    candidates = [d for d in manifests if not _is_attestation(d)]
+    if not candidates:
+        raise ImageError(f"{where} lists no image manifests", fix="export or push the image again")
+    if len(candidates) == 1:
+        return candidates[0]
+    arch = host_architecture()
+    matching = [d for d in candidates if d.platform and d.platform.os == "linux" and d.platform.architecture == arch]
+    if matching:
+        preferred = {"arm64": "v8"}.get(arch, "")
+        return next((d for d in matching if d.platform and d.platform.variant in ("", preferred)), matching[0])
+    found = ", ".join(platform_name(d) for d in candidates)
+    raise ImageError(
+        f"{where} has several manifests and none for linux/{arch}: {found}",
+        fix=f"use an image that is built for linux/{arch}",
+    )
 
 
 def _is_attestation(d: Descriptor) -> bool:
@@ -230,7 +253,7 @@ def _is_attestation(d: Descriptor) -> bool:
     return d.platform is not None and d.platform.os == "unknown" and d.platform.architecture == "unknown"
 
 
-def _parse_json(data: bytes, what: str) -> dict[str, Any]:
+def parse_json(data: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
@@ -240,7 +263,7 @@ def _parse_json(data: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-def _model(cls: type[M], raw: dict[str, Any], what: str) -> M:
+def to_model(cls: type[M], raw: dict[str, Any], what: str) -> M:
     try:
         return cls.model_validate(raw)
     except ValidationError as e:

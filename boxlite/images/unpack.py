@@ -14,14 +14,21 @@ everything lower layers put in its directory; entries of the same layer are neve
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import errno
+import fcntl
 import gzip
 import importlib
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tarfile
+import threading
+import urllib.parse
 import zlib
 from typing import Any
 
@@ -35,6 +42,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _MAX_SYMLINK_HOPS = 40
 _COPY_CHUNK = 1024 * 1024
+_TAR_BUFFER = 64 * 1024  # tarfile re-slices its buffer on every read: bigger is slower for small files
 
 
 class _Prefixed:
@@ -90,7 +98,7 @@ def unpack_layer(blob: VerifyingReader, diff_id: str | None, root: str, what: st
     stream, kind = _decompressed(blob, what)
     plain = VerifyingReader(stream, diff_id, None, f"{what} (uncompressed)") if diff_id and kind != "none" else None
     try:
-        with tarfile.open(fileobj=plain or stream, mode="r|") as tf:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=plain or stream, mode="r|", bufsize=_TAR_BUFFER) as tf:  # type: ignore[call-overload]
             LayerApplier(root, what).apply(tf)
         if plain is not None:
             plain.finish()
@@ -98,6 +106,8 @@ def unpack_layer(blob: VerifyingReader, diff_id: str | None, root: str, what: st
         blob.finish()  # a damaged blob is best reported as such
         raise ImageError(f"{what} is not a readable tar archive ({kind}): {e}", fix="the image is corrupt") from e
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # the store reports a full disk as a StorageError with the free space
         raise ImageError(f"could not unpack {what}: {e}", fix="check free space under the boxlite home") from e
     except Exception as e:
         if not _is_zstd_error(e):
@@ -114,6 +124,117 @@ def unpack_layer(blob: VerifyingReader, diff_id: str | None, root: str, what: st
             f"{what} is uncompressed but its digest differs from the config's diff_id {diff_id}",
             fix="the image config does not match its layers; rebuild the image",
         )
+
+
+class _PipeReader:
+    """Reads a pipe returning whatever is there (up to n bytes) instead of waiting for n bytes."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            chunks = []
+            while chunk := os.read(self._fd, _COPY_CHUNK):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        return os.read(self._fd, n)
+
+    def readable(self) -> bool:
+        return True
+
+
+def unpack_layer_file(
+    path: str, digest: str, size: int, diff_id: str | None, root: str, what: str, *, verified: bool = False
+) -> None:
+    """Apply a layer blob stored in a file. gzip layers are decompressed by a `gzip -dc` child process, so
+    decompression runs on another core while this thread creates files; the blob's own digest is checked
+    by a hashing thread (or skipped when verified says the blob store already checked it on the way in).
+    Other layers, or no gzip binary, take the in-process path of unpack_layer."""
+    gzip_bin = shutil.which("gzip")
+    with open(path, "rb") as f:
+        kind = detect_compression(f.read(4))
+    if kind != "gzip" or gzip_bin is None:
+        with open(path, "rb") as f:
+            unpack_layer(VerifyingReader(f, digest, size, what), diff_id, root, what)
+        return
+    problems: list[ImageError] = []
+
+    def check_blob() -> None:
+        try:
+            with open(path, "rb") as f:
+                VerifyingReader(f, digest, size, what).finish()
+        except ImageError as e:
+            problems.append(e)
+
+    checker = threading.Thread(target=check_blob, name="layer-digest", daemon=True)
+    if not verified:
+        checker.start()
+    proc = subprocess.Popen(
+        [gzip_bin, "-dc", path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(proc.stdout.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), _COPY_CHUNK)  # gzip may run ahead
+    failure: BaseException | None = None
+    try:
+        pipe = _PipeReader(proc.stdout.fileno())
+        plain = VerifyingReader(pipe, diff_id, None, f"{what} (uncompressed)") if diff_id else None
+        try:
+            source = plain or pipe
+            with tarfile.open(fileobj=source, mode="r|", bufsize=_TAR_BUFFER) as tf:  # type: ignore[call-overload]
+                LayerApplier(root, what).apply(tf)
+            if plain is not None:
+                plain.finish()
+        except (tarfile.TarError, EOFError) as e:
+            failure = ImageError(f"{what} is not a readable tar archive (gzip): {e}", fix="the image is corrupt")
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise ImageError(f"could not unpack {what}: {e}", fix="check free space under the boxlite home") from e
+        except BaseException as e:
+            failure = e
+    finally:
+        if failure is None:
+            with contextlib.suppress(OSError):
+                while proc.stdout.read(_COPY_CHUNK):  # a tar's trailing padding: let gzip finish writing
+                    pass
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        stderr = proc.stderr.read().decode("utf-8", "replace").strip()
+        returncode = proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        if checker.is_alive() or checker.ident is not None:
+            checker.join()
+    if problems:
+        raise problems[0]  # a blob that is not what its digest says is the root cause of anything else
+    if failure is not None:
+        raise failure
+    if returncode not in (0, 2):  # 2: gzip's warning exit, e.g. for trailing zeros after the stream
+        raise ImageError(
+            f"{what} is not a readable gzip stream: {stderr.splitlines()[-1] if stderr else returncode}",
+            fix="the image is corrupt",
+        )
+
+
+def member_xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+    """Extended attributes a tar member carries: GNU/star SCHILY.xattr.* and libarchive LIBARCHIVE.xattr.*
+    PAX records (e.g. security.capability on /usr/bin/ping). mke2fs -d copies them onto the disk."""
+    found: list[tuple[str, bytes]] = []
+    for key, value in member.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            found.append((key[len("SCHILY.xattr.") :], value.encode("utf-8", "surrogateescape")))
+        elif key.startswith("LIBARCHIVE.xattr."):
+            encoded = key[len("LIBARCHIVE.xattr.") :]
+            try:
+                name = urllib.parse.unquote(encoded, errors="strict")
+                data = base64.b64decode(value + "=" * (-len(value) % 4))
+            except (ValueError, binascii.Error, UnicodeDecodeError):
+                continue
+            found.append((name, data))
+    return found
 
 
 def _is_zstd_error(e: BaseException) -> bool:
@@ -143,6 +264,9 @@ class LayerApplier:
         self._written: set[str] = set()  # root-relative paths this layer created
         self._ancestors: set[str] = set()  # their parent directories
         self._dir_times: list[tuple[str, float]] = []
+        # member directory parts -> the real directory they resolved to in this layer; cleared whenever a
+        # directory or symlink that a cached resolution may have gone through is removed or replaced
+        self._dir_cache: dict[tuple[str, ...], str] = {}
 
     # -- member dispatch -------------------------------------------------------------------------
 
@@ -183,6 +307,12 @@ class LayerApplier:
             os.symlink(member.linkname, path)
             self._set_attrs(path, member, symlink=True)
         elif member.ischr() or member.isblk():
+            if parts[0] != "dev":
+                raise ImageError(
+                    f"{self.what} contains a device node outside /dev: {member.name!r} "
+                    f"({'char' if member.ischr() else 'block'} {member.devmajor}:{member.devminor})",
+                    fix="the layer is unsafe; do not use this image",
+                )
             self._device(member, path)
         elif member.isfifo():
             self._replace(path, is_dir=False)
@@ -204,10 +334,23 @@ class LayerApplier:
         source = tf.extractfile(member)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path, flags, 0o600)
-        with os.fdopen(fd, "wb") as out:
+        try:
             if source is not None:
-                shutil.copyfileobj(source, out, _COPY_CHUNK)
-        self._set_attrs(path, member)
+                while chunk := source.read(_COPY_CHUNK):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+            # the same as _set_attrs, through the descriptor (no path lookups)
+            if self.is_root_user:
+                os.fchown(fd, member.uid, member.gid)
+            os.fchmod(fd, member.mode & 0o7777)  # after chown, which clears set-id bits
+            for name, data in member_xattrs(member):
+                with contextlib.suppress(OSError):
+                    os.setxattr(fd, name, data)
+            with contextlib.suppress(OSError):
+                os.utime(fd, (member.mtime, member.mtime))
+        finally:
+            os.close(fd)
 
     def _hardlink(self, member: tarfile.TarInfo, path: str) -> None:
         target_parts = split_member_name(member.linkname, self.what)
@@ -250,7 +393,10 @@ class LayerApplier:
             if is_dir:
                 return True
             shutil.rmtree(path)
+            self._dir_cache.clear()
         else:
+            if stat.S_ISLNK(st.st_mode):
+                self._dir_cache.clear()
             os.unlink(path)
         return False
 
@@ -261,12 +407,10 @@ class LayerApplier:
             os.chown(path, member.uid, member.gid, follow_symlinks=False)
         if not symlink:
             os.chmod(path, member.mode & 0o7777)  # after chown, which clears set-id bits
-        for key, value in member.pax_headers.items():
-            if key.startswith("SCHILY.xattr."):
-                # best effort: the host filesystem may refuse a namespace; not fatal for a root filesystem
-                with contextlib.suppress(OSError):
-                    name = key[len("SCHILY.xattr.") :]
-                    os.setxattr(path, name, value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+        for name, data in member_xattrs(member):
+            # best effort: the host filesystem may refuse a namespace; not fatal for a root filesystem
+            with contextlib.suppress(OSError):
+                os.setxattr(path, name, data, follow_symlinks=False)
         if defer_times:
             self._dir_times.append((path, float(member.mtime)))
         else:
@@ -286,9 +430,11 @@ class LayerApplier:
         if rel in self._written or rel in self._ancestors:
             return  # whiteouts only hide lower layers
         _remove(path)
+        self._dir_cache.clear()
 
     def _make_opaque(self, directory: str) -> None:
         """Remove everything lower layers put below directory, keeping this layer's entries."""
+        self._dir_cache.clear()
         with os.scandir(directory) as it:
             entries = list(it)
         for entry in entries:
@@ -303,6 +449,9 @@ class LayerApplier:
     # -- path handling ---------------------------------------------------------------------------
 
     def _rel(self, path: str) -> str:
+        prefix = self.root + os.sep
+        if path.startswith(prefix):
+            return path[len(prefix) :]
         return os.path.relpath(path, self.root)
 
     def _record(self, path: str) -> None:
@@ -321,6 +470,16 @@ class LayerApplier:
         Missing components named by the member are created (as tar does) if create is set; returns None
         if one is missing and create is not set.
         """
+        key = tuple(parts)
+        cached = self._dir_cache.get(key)
+        if cached is not None:
+            return cached
+        found = self._walk_dir(parts, create=create, member=member)
+        if found is not None:
+            self._dir_cache[key] = found
+        return found
+
+    def _walk_dir(self, parts: list[str], *, create: bool, member: str) -> str | None:
         current: list[str] = []
         pending: list[tuple[str, bool]] = [(p, False) for p in reversed(parts)]
         hops = 0
