@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import BaseModel
 
+from boxlite import _files
 from boxlite._errors import (
     BoxliteError,
     EngineError,
@@ -311,6 +312,28 @@ class Box:
         return PortalError(f"cannot reach the agent of box {self.id} (status {rec.status})",
                            fix=f"check `boxlite info {self.id}`; stop and start the box if it persists")
 
+    # -- files ----------------------------------------------------------------------------------------------------
+    async def copy_in(self, host_path: str | os.PathLike[str], container_dest: str, *, overwrite: bool = True,
+                      follow_symlinks: bool = False) -> None:
+        """Copy a host file or directory (recursively) into the box, with `docker cp` rules: into
+        `container_dest` if that is an existing directory, else as that name (its parent must exist).
+
+        Modes and mtimes are kept; in the box the copies belong to root. overwrite=False refuses to replace an
+        existing file (AlreadyExistsError). follow_symlinks: copy what a top-level link points to, not the link.
+        """
+        await _files.copy_in(self, os.fspath(host_path), container_dest, overwrite=overwrite,
+                             follow_symlinks=follow_symlinks)
+
+    async def copy_out(self, container_src: str, host_dest: str | os.PathLike[str], *, overwrite: bool = True,
+                       follow_symlinks: bool = False) -> None:
+        """Copy a file or directory (recursively) out of the box to the host, with the same rules as copy_in.
+
+        A missing source raises NotFoundError. Symbolic links inside a copied directory must be relative and
+        stay inside it (tarfile's "data" filter), else ExecutionError names the link.
+        """
+        await _files.copy_out(self, container_src, os.fspath(host_dest), overwrite=overwrite,
+                              follow_symlinks=follow_symlinks)
+
     # -- metrics --------------------------------------------------------------------------------------------
     async def metrics(self) -> BoxMetrics:
         rec = self._refresh()
@@ -318,6 +341,8 @@ class Box:
         m = BoxMetrics(
             commands_executed_total=counters.get(f"box:{self.id}:commands", 0),
             exec_errors_total=counters.get(f"box:{self.id}:exec_errors", 0),
+            bytes_sent_total=counters.get(f"box:{self.id}:bytes_sent", 0),
+            bytes_received_total=counters.get(f"box:{self.id}:bytes_received", 0),
             total_create_duration_ms=rec.create_ms, guest_boot_duration_ms=rec.guest_boot_ms,
         )
         if rec.status != RUNNING:

@@ -29,6 +29,7 @@ class PortalClient:
         self._channel: grpc.aio.Channel | None = None
         self._guest: pb_grpc.GuestStub | None = None
         self._execution: pb_grpc.ExecutionStub | None = None
+        self._files: pb_grpc.FilesStub | None = None
 
     def _ensure(self) -> None:
         loop = asyncio.get_running_loop()
@@ -37,6 +38,7 @@ class PortalClient:
             self._channel = grpc.aio.insecure_channel(f"unix:{self.socket_path}", options=_CHANNEL_OPTIONS)
             self._guest = pb_grpc.GuestStub(self._channel)
             self._execution = pb_grpc.ExecutionStub(self._channel)
+            self._files = pb_grpc.FilesStub(self._channel)
 
     @property
     def guest(self) -> pb_grpc.GuestStub:
@@ -49,6 +51,12 @@ class PortalClient:
         self._ensure()
         assert self._execution is not None
         return self._execution
+
+    @property
+    def files(self) -> pb_grpc.FilesStub:
+        self._ensure()
+        assert self._files is not None
+        return self._files
 
     def error(self, exc: grpc.aio.AioRpcError, what: str) -> PortalError:
         return PortalError(f"{what} failed for box {self.box_id}: {exc.code().name}: {exc.details()}",

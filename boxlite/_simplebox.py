@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from boxlite._box import Box, BoxInfo
@@ -123,3 +124,13 @@ class SimpleBox:
         if check and status.exit_code != 0:
             raise ExecError(command, status.exit_code, result.stderr)
         return result
+
+    async def copy_in(self, host_path: str | os.PathLike[str], container_dest: str, *, overwrite: bool = True,
+                      follow_symlinks: bool = False) -> None:
+        """Copy a host file or directory into the box (see Box.copy_in)."""
+        await self.box.copy_in(host_path, container_dest, overwrite=overwrite, follow_symlinks=follow_symlinks)
+
+    async def copy_out(self, container_src: str, host_dest: str | os.PathLike[str], *, overwrite: bool = True,
+                       follow_symlinks: bool = False) -> None:
+        """Copy a file or directory out of the box to the host (see Box.copy_out)."""
+        await self.box.copy_out(container_src, host_dest, overwrite=overwrite, follow_symlinks=follow_symlinks)

@@ -19,6 +19,7 @@ from guest import bridge, syscalls, system
 from guest._portal import portal_pb2 as pb
 from guest._portal import portal_pb2_grpc as pb_grpc
 from guest.execution import ExecutionService
+from guest.files import FilesService
 
 PORTAL_PORT = 2695
 PORTAL_NAME = "boxlite-portal"
@@ -81,6 +82,7 @@ def main() -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_GuestServicer_to_server(GuestService("/"), server)
     pb_grpc.add_ExecutionServicer_to_server(ExecutionService(), server)
+    pb_grpc.add_FilesServicer_to_server(FilesService(), server)
     # An abstract socket: no file in the image's root for commands to see or remove.
     server.add_insecure_port(f"unix-abstract:{PORTAL_NAME}")
     server.start()

@@ -5,6 +5,22 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DownloadChunk(_message.Message):
+    __slots__ = ["data"]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class DownloadRequest(_message.Message):
+    __slots__ = ["follow_symlinks", "name", "path"]
+    FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    follow_symlinks: bool
+    name: str
+    path: str
+    def __init__(self, path: _Optional[str] = ..., follow_symlinks: bool = ..., name: _Optional[str] = ...) -> None: ...
+
 class ExecExit(_message.Message):
     __slots__ = ["duration_ms", "error", "exit_code", "signal", "timed_out"]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
@@ -145,3 +161,31 @@ class ShutdownReply(_message.Message):
 class ShutdownRequest(_message.Message):
     __slots__ = []
     def __init__(self) -> None: ...
+
+class UploadReply(_message.Message):
+    __slots__ = ["bytes", "entries", "path"]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    bytes: int
+    entries: int
+    path: str
+    def __init__(self, path: _Optional[str] = ..., entries: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class UploadRequest(_message.Message):
+    __slots__ = ["data", "finish", "start"]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    FINISH_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    finish: bool
+    start: UploadStart
+    def __init__(self, start: _Optional[_Union[UploadStart, _Mapping]] = ..., data: _Optional[bytes] = ..., finish: bool = ...) -> None: ...
+
+class UploadStart(_message.Message):
+    __slots__ = ["dest", "overwrite"]
+    DEST_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    dest: str
+    overwrite: bool
+    def __init__(self, dest: _Optional[str] = ..., overwrite: bool = ...) -> None: ...

@@ -228,3 +228,102 @@ class Execution(object):
             portal__pb2.KillReply.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+
+class FilesStub(object):
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Upload = channel.stream_unary(
+                '/boxlite.portal.v1.Files/Upload',
+                request_serializer=portal__pb2.UploadRequest.SerializeToString,
+                response_deserializer=portal__pb2.UploadReply.FromString,
+                )
+        self.Download = channel.unary_stream(
+                '/boxlite.portal.v1.Files/Download',
+                request_serializer=portal__pb2.DownloadRequest.SerializeToString,
+                response_deserializer=portal__pb2.DownloadChunk.FromString,
+                )
+
+
+class FilesServicer(object):
+    """Missing associated documentation comment in .proto file."""
+
+    def Upload(self, request_iterator, context):
+        """Client streaming: `start`, then the archive as `data`, then `finish`. The agent does not end the call before
+        the client half-closes: on a failure it first sends initial metadata `boxlite-upload-failed: <code>`, on
+        which the client stops sending and half-closes, then the status. (A grpc.aio client whose write fails
+        because the call has ended reports INTERNAL instead of the server's status: grpc/grpc#36066.)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Download(self, request, context):
+        """Server streaming: the archive of `path`, in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_FilesServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Upload': grpc.stream_unary_rpc_method_handler(
+                    servicer.Upload,
+                    request_deserializer=portal__pb2.UploadRequest.FromString,
+                    response_serializer=portal__pb2.UploadReply.SerializeToString,
+            ),
+            'Download': grpc.unary_stream_rpc_method_handler(
+                    servicer.Download,
+                    request_deserializer=portal__pb2.DownloadRequest.FromString,
+                    response_serializer=portal__pb2.DownloadChunk.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'boxlite.portal.v1.Files', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Files(object):
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Upload(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(request_iterator, target, '/boxlite.portal.v1.Files/Upload',
+            portal__pb2.UploadRequest.SerializeToString,
+            portal__pb2.UploadReply.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Download(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/boxlite.portal.v1.Files/Download',
+            portal__pb2.DownloadRequest.SerializeToString,
+            portal__pb2.DownloadChunk.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

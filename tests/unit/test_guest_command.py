@@ -11,8 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 
-import pytest
-
 from guest._portal import portal_pb2 as pb
 from guest.execution import Command
 

@@ -369,7 +369,7 @@ def test_concurrent_imports_build_once(tmp_path: Path) -> None:
 
 def test_unreachable_registry_is_an_image_error_naming_the_host(tmp_path: Path) -> None:
     # ".invalid" never resolves (RFC 2606), so this fails the same way with or without a network.
-    with pytest.raises(ImageError, match="registry.invalid") as info:
+    with pytest.raises(ImageError, match=r"registry\.invalid") as info:
         ImageStore(tmp_path / "home").get("registry.invalid/team/app:3.19")
     assert "rootfs_path" in str(info.value)
 
