@@ -19,7 +19,6 @@ from guest import bridge, syscalls, system
 from guest._portal import portal_pb2 as pb
 from guest._portal import portal_pb2_grpc as pb_grpc
 from guest.execution import ExecutionService
-from guest.files import FilesService
 
 PORTAL_PORT = 2695
 PORTAL_NAME = "boxlite-portal"
@@ -46,6 +45,50 @@ class GuestService(pb_grpc.GuestServicer):
     def Shutdown(self, request: pb.ShutdownRequest, context: Any) -> pb.ShutdownReply:
         threading.Thread(target=_power_off, daemon=True).start()
         return pb.ShutdownReply()
+
+
+class LazyFiles(pb_grpc.FilesServicer):
+    """The Files service, imported on its first use: tarfile and friends cost boot time under emulation."""
+
+    def __init__(self) -> None:
+        self._service: Any = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        with self._lock:
+            if self._service is None:
+                from guest.files import FilesService
+
+                self._service = FilesService()
+            return self._service
+
+    def Upload(self, request_iterator: Any, context: Any) -> Any:
+        return self._get().Upload(request_iterator, context)
+
+    def Download(self, request: Any, context: Any) -> Any:
+        return self._get().Download(request, context)
+
+
+def _keep_own_modules_importable() -> None:
+    """Let the agent import its own (and the standard library's) modules after it chroots into the image.
+
+    Every import path is re-rooted at /proc/self/fd/N, N an open descriptor of the agent's own root: that
+    link keeps pointing at the guest root after chroot, while the plain paths would then name the image's
+    files (an image with its own Python would otherwise lend the agent its modules).
+    """
+    root_fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    prefix = f"/proc/self/fd/{root_fd}"
+
+    def reroot(paths: list[str]) -> list[str]:
+        return [prefix + p if p.startswith("/") else p for p in paths]
+
+    sys.path[:] = reroot(sys.path)
+    sys.path_importer_cache.clear()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__path__", None)
+        if path is not None and not isinstance(path, str):
+            with contextlib.suppress(AttributeError, TypeError):
+                module.__path__ = reroot(list(path))
 
 
 def _power_off() -> None:
@@ -82,7 +125,7 @@ def main() -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_GuestServicer_to_server(GuestService("/"), server)
     pb_grpc.add_ExecutionServicer_to_server(ExecutionService(), server)
-    pb_grpc.add_FilesServicer_to_server(FilesService(), server)
+    pb_grpc.add_FilesServicer_to_server(LazyFiles(), server)
     # An abstract socket: no file in the image's root for commands to see or remove.
     server.add_insecure_port(f"unix-abstract:{PORTAL_NAME}")
     server.start()
@@ -90,6 +133,7 @@ def main() -> None:
     # imported by now (grpc imports its server module when the server is made, hence this order). Commands
     # are then spawned with vfork (no chroot between fork and exec): under emulation a fork of this process
     # cost ~35 ms per command, and `python3 -c pass` went from 1060 to 245 ms.
+    _keep_own_modules_importable()
     os.chroot(root)
     os.chdir("/")
     listener = bridge.listen(PORTAL_PORT)
