@@ -19,7 +19,7 @@ import anyio
 
 from boxlite import _progress
 from boxlite._box import Box, BoxInfo
-from boxlite._errors import BoxliteError, InvalidStateError, NotFoundError, StorageError
+from boxlite._errors import AlreadyExistsError, BoxliteError, InvalidStateError, NotFoundError, StorageError
 from boxlite._metrics import RuntimeMetrics
 from boxlite._options import BoxOptions, Options
 from boxlite._state import ACTIVE, CONFIGURED, RUNNING, STOPPING, BoxRecord, StateStore, default_home
@@ -102,8 +102,13 @@ class Boxlite:
         if name is not None:
             opts = opts.model_copy(update={"name": BoxOptions(name=name).name})
         started = time.monotonic()
-        self._assets()  # fail before any work when setup has not been run
+        # Fail before any slow work (an image pull, say): setup not run, no engine, or a taken name. The
+        # insert in _configure checks the name again, atomically.
+        self._assets()
         self._accel()
+        if opts.name and self._store.find(opts.name) is not None:
+            raise AlreadyExistsError(f"box already exists: {opts.name}",
+                                     fix="choose another name, or remove the existing box first")
         image = await anyio.to_thread.run_sync(self._resolve_image, opts)
         box = await anyio.to_thread.run_sync(self._configure, opts, image)
         try:
