@@ -106,7 +106,7 @@ class Boxlite:
         # insert in _configure checks the name again, atomically.
         self._assets()
         self._accel()
-        if opts.name and self._store.find(opts.name) is not None:
+        if opts.name and self._store.name_taken(opts.name):
             raise AlreadyExistsError(f"box already exists: {opts.name}",
                                      fix="choose another name, or remove the existing box first")
         image = await anyio.to_thread.run_sync(self._resolve_image, opts)

@@ -183,6 +183,10 @@ class StateStore:
                                 fix="give more characters of the id, or the name")
         return self.reconcile(self._row(rows[0])) if rows else None
 
+    def name_taken(self, name: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM boxes WHERE name = ?", (name,)).fetchone() is not None
+
     def get(self, id_or_name: str) -> BoxRecord:
         rec = self.find(id_or_name)
         if rec is None:
