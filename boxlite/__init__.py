@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from boxlite._runtime import Boxlite
     from boxlite._simplebox import SimpleBox
     from boxlite._sync import SyncBox, SyncBoxlite, SyncExecution, SyncSimpleBox
-    from boxlite.images import DEFAULT_IMAGE
+    from boxlite.images import CODEBOX_IMAGE, DEFAULT_IMAGE
 
 # Imported on first use (PEP 562), so `import boxlite` and the per-box shim start fast.
 _LAZY = {
@@ -51,6 +51,7 @@ _LAZY = {
     "BoxMetrics": "boxlite._metrics", "RuntimeMetrics": "boxlite._metrics",
     "BoxOptions": "boxlite._options", "Options": "boxlite._options",
     "Boxlite": "boxlite._runtime", "SimpleBox": "boxlite._simplebox", "DEFAULT_IMAGE": "boxlite.images",
+    "CODEBOX_IMAGE": "boxlite.images",
     "SyncBoxlite": "boxlite._sync", "SyncBox": "boxlite._sync", "SyncSimpleBox": "boxlite._sync",
     "SyncExecution": "boxlite._sync",
 }
@@ -66,6 +67,7 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 __all__ = [
+    "CODEBOX_IMAGE",
     "DEFAULT_IMAGE",
     "AlreadyExistsError",
     "Box",

@@ -1,6 +1,8 @@
 """`boxlite images ...`: the image cache from the command line.
 
     boxlite images ls [-q] [--json]       the local images, one row per name
+    boxlite images ls --builtin [--json]  the built-in images (made from Debian packages) and whether built here
+    boxlite images build [NAME...]        build built-in images now (all of them without NAME); cached after
     boxlite images pull REF...            pull from a registry (a progress bar per layer on a terminal)
     boxlite images load PATH...           an OCI layout directory, a `docker save` tarball or an OCI archive
     boxlite images rm REF...              drop names / delete images (refused while a box uses the image)
@@ -115,6 +117,8 @@ class LayerBars:
 
 
 def cmd_ls(args: argparse.Namespace, runtime: Boxlite) -> int:
+    if args.builtin:
+        return _ls_builtin(args, runtime)
     rows = runtime.images.references()
     if args.json:
         print(json.dumps([
@@ -135,6 +139,51 @@ def cmd_ls(args: argparse.Namespace, runtime: Boxlite) -> int:
     for r in table:
         print("   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     return 0
+
+
+def _ls_builtin(args: argparse.Namespace, runtime: Boxlite) -> int:
+    catalog = runtime.images.builtin_images()
+    if args.json:
+        print(json.dumps([
+            {"reference": spec.name, "description": spec.description, "packages": list(spec.packages),
+             "digest": image.digest if image else None, "disk_bytes": image.disk_bytes if image else None}
+            for spec, image in catalog
+        ], indent=2))
+        return 0
+    if args.quiet_ids:
+        for spec, _ in catalog:
+            print(spec.name)
+        return 0
+    table = [["REFERENCE", "DIGEST", "SIZE", "DESCRIPTION"]]
+    for spec, image in catalog:
+        if image is None:
+            table.append([spec.name, "(not built)", "", spec.description])
+        else:
+            table.append([spec.name, image.digest[:19], human_size(_on_disk(image)), spec.description])
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_build(args: argparse.Namespace, runtime: Boxlite) -> int:
+    names = args.names or runtime.images.builtin_names()
+    failed = False
+    for name in names:
+        if name not in runtime.images.builtin_names():
+            _error(f"{name} is not a built-in image (`boxlite images ls --builtin` lists them)")
+            failed = True
+            continue
+        started = time.monotonic()
+        try:
+            image = runtime.images.get(name, _info)
+        except BoxliteError as exc:
+            _error(str(exc))
+            failed = True
+            continue
+        _info(f"{name} ready in {time.monotonic() - started:.1f} s ({human_size(_on_disk(image))} on disk)")
+        print(f"{image.reference} {image.digest}", flush=True)
+    return EXIT_BOXLITE if failed else 0
 
 
 def cmd_pull(args: argparse.Namespace, runtime: Boxlite) -> int:
@@ -194,8 +243,9 @@ def add_images_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], runtime_factory: RuntimeFactory
 ) -> None:
     """Register `boxlite images ...` on the main parser's subcommands."""
-    images = sub.add_parser("images", aliases=["image"], help="manage the local images (ls, pull, load, rm, prune)",
-                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    images = sub.add_parser("images", aliases=["image"],
+                            help="manage the local images (ls, build, pull, load, rm, prune)", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     isub = images.add_subparsers(dest="images_cmd", metavar="COMMAND", required=True)
 
     def bind(handler: Callable[[argparse.Namespace, Boxlite], int]) -> Callable[[argparse.Namespace], int]:
@@ -204,7 +254,13 @@ def add_images_parser(
     p = isub.add_parser("ls", aliases=["list"], help="list local images")
     p.add_argument("-q", "--quiet", dest="quiet_ids", action="store_true", help="only digests")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--builtin", action="store_true",
+                   help="list the built-in images (made from Debian packages on first use) instead")
     p.set_defaults(func=bind(cmd_ls))
+
+    p = isub.add_parser("build", help="build built-in images from Debian packages now (they are cached)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="built-in image names (default: all of them)")
+    p.set_defaults(func=bind(cmd_build))
 
     p = isub.add_parser("pull", help="pull images from their registries")
     p.add_argument("references", nargs="+", metavar="REF", help="e.g. python:3.12-slim, 127.0.0.1:5000/app:1")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-DEFAULT_IMAGE = "boxlite/python:3.11-bookworm"
+DEFAULT_IMAGE = "boxlite/python:3.11-bookworm"  # built-in: python3 on a minimal Debian (see builtin.py)
+CODEBOX_IMAGE = "boxlite/codebox:3.11-bookworm"  # built-in: python3 with ipykernel, numpy, pandas, matplotlib
 
 
 class Image(BaseModel):

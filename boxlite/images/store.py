@@ -8,7 +8,9 @@ Layout under HOME/images:
     locks/<hex>.lock        flock held while building that digest (so concurrent builders build once)
     locks/blob-*.lock       flock held while fetching one blob (so concurrent pulls download it once)
     locks/store.lock        shared by builders and pulls, exclusive for remove/prune (which delete files)
-    layouts/default/        the OCI layout the default image is imported from
+    locks/builtin-<key>.lock  held while making that built-in image (so concurrent processes build it once)
+    layouts/<key>/          the OCI layouts built-in images are imported from (layouts/default: the default image);
+                            prune deletes those of built-ins that are no longer ready
     tmp/                    scratch space (names start with the owning pid)
 
 References: registry references are kept in their canonical form (`python:slim` is stored as
@@ -50,8 +52,15 @@ from boxlite.images._files import (
     write_json_atomic,
 )
 from boxlite.images.blobs import BlobStore
+from boxlite.images.builtin import (
+    BUILTIN_IMAGES,
+    BuiltinImage,
+    build_layout,
+    building_lock,
+    layout_is_current,
+    prune_layouts,
+)
 from boxlite.images.config import RegistryEntry, RegistrySettings, load_settings
-from boxlite.images.default import build_default_layout
 from boxlite.images.disk import build_ext4, disk_size_for, measure_tree
 from boxlite.images.model import DEFAULT_IMAGE, Image, LayerProgress, RemovedImage
 from boxlite.images.oci import (
@@ -114,7 +123,8 @@ class ImageStore:
     # -- public API ------------------------------------------------------------------------------
 
     def get(self, reference: str, progress: Progress | None = None, *, on_layer: LayerCallback | None = None) -> Image:
-        """Resolve reference to a ready Image: a cached one, the built-in default, or pulled from its registry."""
+        """Resolve reference to a ready Image: a cached one, a built-in one (built from Debian packages on first
+        use), or pulled from its registry."""
         progress = progress or _quiet
         reference = reference.strip()
         if not reference:
@@ -122,8 +132,9 @@ class ImageStore:
         cached = self._lookup(reference)
         if cached is not None:
             return cached
-        if reference == DEFAULT_IMAGE:
-            return self._get_default(progress)
+        builtin = BUILTIN_IMAGES.get(reference)
+        if builtin is not None:
+            return self._get_builtin(builtin, progress)
         if reference.startswith(LOCAL_SCHEMES):
             return self._get_local_reference(reference, progress)
         if reference.startswith("sha256:"):
@@ -143,7 +154,7 @@ class ImageStore:
         """
         progress = progress or _quiet
         reference = reference.strip()
-        if reference == DEFAULT_IMAGE or reference.startswith(LOCAL_SCHEMES):
+        if reference in BUILTIN_IMAGES or reference.startswith(LOCAL_SCHEMES):
             return self.get(reference, progress)
         ref = parse_reference(reference)
         candidates = self._candidates(ref)
@@ -250,6 +261,8 @@ class ImageStore:
                         self._ref_path(ref).unlink(missing_ok=True)
             freed += self._collect_blobs()
             freed += _clean_scratch(self.tmp_dir)
+            built = {spec.key for spec in BUILTIN_IMAGES.values() if self._lookup(spec.name) is not None}
+            freed += prune_layouts(self.layouts_dir, self.locks_dir, keep=built)  # those of deleted built-ins
             return freed
 
     def registry_settings(self) -> RegistrySettings:
@@ -330,25 +343,32 @@ class ImageStore:
             )
         return image
 
-    def _get_default(self, progress: Progress) -> Image:
-        with file_lock(self.locks_dir / "default-image.lock"):
-            cached = self._lookup(DEFAULT_IMAGE)  # another process may have built it meanwhile
+    def _get_builtin(self, spec: BuiltinImage, progress: Progress) -> Image:
+        """Make a built-in image ready: import its saved layout, building that first when missing or outdated."""
+        with building_lock(self.locks_dir, spec, progress):
+            cached = self._lookup(spec.name)  # another process may have built it meanwhile
             if cached is not None:
                 return cached
-            layout_dir = self.layouts_dir / "default"
-            reused = (layout_dir / "index.json").is_file()
+            layout_dir = self.layouts_dir / spec.key
+            reused = layout_is_current(spec, layout_dir)
             if not reused:
-                build_default_layout(layout_dir, self.tmp_dir, progress)
+                build_layout(spec, layout_dir, self.tmp_dir, progress)
             try:
-                image = self.import_layout(layout_dir, progress)
+                return self._import_builtin(spec, layout_dir, progress)
             except ImageError:
                 if not reused:
                     raise
-                progress("the saved default image layout is unusable; building it again")
-                build_default_layout(layout_dir, self.tmp_dir, progress)
-                image = self.import_layout(layout_dir, progress)
-            self._write_ref(DEFAULT_IMAGE, image.digest)
-            return image.model_copy(update={"reference": DEFAULT_IMAGE})
+                progress(f"the saved layout of {spec.name} is unusable; building it again")
+                build_layout(spec, layout_dir, self.tmp_dir, progress)
+                return self._import_builtin(spec, layout_dir, progress)
+
+    def _import_builtin(self, spec: BuiltinImage, layout_dir: Path, progress: Progress) -> Image:
+        layout = OciLayout(layout_dir)
+        desc, manifest = layout.resolve_manifest()
+        with self._store_lock(shared=True):
+            image = self._ensure_built(layout, desc, manifest, spec.name, progress)
+            self._write_ref(spec.name, image.digest)  # its only name: no oci-layout: one for the layouts/ path
+        return image.model_copy(update={"reference": spec.name})
 
     # -- pulling ---------------------------------------------------------------------------------
 
@@ -539,7 +559,7 @@ class ImageStore:
         if not reference:
             raise ImageError("empty image reference", fix="name an image: `boxlite images ls` lists them")
         keys = [reference]
-        if reference != DEFAULT_IMAGE and not reference.startswith((*LOCAL_SCHEMES, "sha256:")):
+        if reference not in BUILTIN_IMAGES and not reference.startswith((*LOCAL_SCHEMES, "sha256:")):
             with contextlib.suppress(ConfigError):
                 keys += [c.canonical for c in self._candidates(parse_reference(reference))]
         for key in keys:
@@ -643,6 +663,15 @@ class ImageStore:
             if image is not None:
                 images.append(image)
         return sorted(images, key=lambda i: i.reference)
+
+    @staticmethod
+    def builtin_names() -> builtins.list[str]:
+        """The names of the built-in images (built from Debian packages on first use), default image first."""
+        return builtins.list(BUILTIN_IMAGES)
+
+    def builtin_images(self) -> builtins.list[tuple[BuiltinImage, Image | None]]:
+        """The catalog of built-in images, each with its ready Image, or None when it has not been built here."""
+        return [(spec, self._lookup(spec.name)) for spec in BUILTIN_IMAGES.values()]
 
     def references(self) -> builtins.list[tuple[str, Image]]:
         """(reference, image) for every name of every ready image; unnamed images appear under their digest."""

@@ -1,0 +1,299 @@
+"""Built-in images (boxlite.images.builtin): the catalog, deterministic layouts, and the store's build/cache/lock
+path with a stand-in mmdebstrap (the real one is exercised by tests/vm/test_builtin_images.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tarfile
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import boxlite.images.builtin as builtin
+from boxlite import cli_images
+from boxlite._errors import ImageError
+from boxlite.images import BUILTIN_IMAGES, CODEBOX_IMAGE, DEFAULT_IMAGE, ImageStore
+from boxlite.images.builtin import SOURCE_DATE_EPOCH, write_single_layer_layout
+
+DEBUGFS = shutil.which("debugfs") or "/usr/sbin/debugfs"
+needs_e2fsprogs = pytest.mark.skipif(
+    not os.path.exists(DEBUGFS) or (shutil.which("mke2fs") is None and not os.path.exists("/usr/sbin/mke2fs")),
+    reason="needs e2fsprogs (mke2fs, debugfs)",
+)
+
+
+# -- the catalog -------------------------------------------------------------------------------------------
+
+
+def test_catalog_names_and_default_first() -> None:
+    assert ImageStore.builtin_names() == [DEFAULT_IMAGE, CODEBOX_IMAGE]
+    assert DEFAULT_IMAGE == "boxlite/python:3.11-bookworm"
+    assert CODEBOX_IMAGE == "boxlite/codebox:3.11-bookworm"
+    assert len({spec.key for spec in BUILTIN_IMAGES.values()}) == len(BUILTIN_IMAGES)
+    assert BUILTIN_IMAGES[DEFAULT_IMAGE].key == "default"  # existing homes keep their layouts/default
+
+
+def test_default_image_recipe_is_unchanged() -> None:
+    spec = BUILTIN_IMAGES[DEFAULT_IMAGE]
+    assert spec.packages == ("python3", "ca-certificates")
+    assert spec.run_config() == {
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
+        "WorkingDir": "/root",
+        "Cmd": ["python3"],
+    }
+
+
+def test_codebox_recipe() -> None:
+    spec = BUILTIN_IMAGES[CODEBOX_IMAGE]
+    for package in ("python3", "python3-ipykernel", "python3-numpy", "python3-pandas", "python3-matplotlib",
+                    "ca-certificates"):
+        assert package in spec.packages
+    assert "python3-munkres" in spec.packages  # keeps scipy (and a C++ toolchain) out
+    assert spec.run_config() == {
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
+                "MPLBACKEND=Agg"],
+        "WorkingDir": "/root",
+        "Cmd": ["python3"],
+    }
+    assert spec.recipe() != BUILTIN_IMAGES[DEFAULT_IMAGE].recipe()
+
+
+def test_mmdebstrap_is_run_reproducibly() -> None:
+    spec = BUILTIN_IMAGES[CODEBOX_IMAGE]
+    cmd = builtin.mmdebstrap_command("mmdebstrap", spec, Path("/x/rootfs.tar"), ["SRC"])
+    assert cmd[:3] == ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(spec.packages)]
+    assert cmd[-3:] == ["bookworm", "/x/rootfs.tar", "SRC"]
+    hooks = [arg for arg in cmd if arg.startswith("--customize-hook=")]
+    assert any("/etc/resolv.conf" in h for h in hooks) and any("/etc/hostname" in h for h in hooks)
+    env = builtin.mmdebstrap_environment()
+    assert env["SOURCE_DATE_EPOCH"] == "1686355200" == str(SOURCE_DATE_EPOCH)
+    assert builtin.fixed_created() == "2023-06-10T00:00:00Z"
+
+
+# -- deterministic layouts -----------------------------------------------------------------------------------
+
+
+def stand_in_tar(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, SOURCE_DATE_EPOCH
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def blob_files(layout: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((layout / "blobs" / "sha256").iterdir())}
+
+
+def wrap(tmp_path: Path, name: str, tar: Path, **kwargs: Any) -> tuple[str, Path]:
+    layout = tmp_path / name
+    copy = tmp_path / f"{name}.tar"
+    shutil.copyfile(tar, copy)
+    args: dict[str, Any] = {"run_config": {"Cmd": ["python3"]}, "created_by": "mmdebstrap x", "ref_name": "t"}
+    args.update(kwargs)
+    return write_single_layer_layout(layout, copy, **args), layout
+
+
+def test_identical_tars_give_identical_digests(tmp_path: Path) -> None:
+    tar = stand_in_tar(tmp_path / "rootfs.tar", {"./etc/hello": b"hello\n", "./usr/bin/python3": b"#!/bin/sh\n"})
+    first, layout_a = wrap(tmp_path, "a", tar)
+    second, layout_b = wrap(tmp_path, "b", tar, annotations={"io.example": "only in index.json"})
+    assert first == second
+    assert blob_files(layout_a) == blob_files(layout_b)
+    layer_hex = hashlib.sha256(tar.read_bytes()).hexdigest()
+    assert layer_hex in blob_files(layout_a)
+    config = next(json.loads(data) for data in blob_files(layout_a).values() if b'"rootfs"' in data)
+    assert config["created"] == config["history"][0]["created"] == "2023-06-10T00:00:00Z"
+    assert config["rootfs"]["diff_ids"] == [f"sha256:{layer_hex}"]
+
+
+def test_anything_else_changes_the_digest(tmp_path: Path) -> None:
+    tar = stand_in_tar(tmp_path / "rootfs.tar", {"./etc/hello": b"hello\n"})
+    other_tar = stand_in_tar(tmp_path / "other.tar", {"./etc/hello": b"hello!\n"})
+    digests = {
+        wrap(tmp_path, "base", tar)[0],
+        wrap(tmp_path, "content", other_tar)[0],
+        wrap(tmp_path, "config", tar, run_config={"Cmd": ["sh"]})[0],
+        wrap(tmp_path, "created", tar, created="2024-01-01T00:00:00Z")[0],
+    }
+    assert len(digests) == 4
+
+
+# -- the store, with a stand-in mmdebstrap -------------------------------------------------------------------
+
+FAKE_MMDEBSTRAP = """#!{python}
+import io, json, os, sys, tarfile, time
+print("I: automatically chosen mode: root", file=sys.stderr)
+with open({log!r}, "a") as log:
+    log.write(json.dumps({{"argv": sys.argv[1:], "epoch": os.environ.get("SOURCE_DATE_EPOCH")}}) + "\\n")
+if os.path.exists({fail!r}):
+    print("E: apt-get update failed", file=sys.stderr)
+    sys.exit(1)
+time.sleep(float(os.environ.get("FAKE_MMDEBSTRAP_SLEEP", "0")))
+include = [a for a in sys.argv[1:] if a.startswith("--include=")][0].split("=", 1)[1]
+target = [a for a in sys.argv[1:] if a.endswith(".tar")][0]
+epoch = int(os.environ["SOURCE_DATE_EPOCH"])
+with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tf:
+    for name, data in [("./etc/packages", include.encode()), ("./usr/bin/python3", b"#!/bin/sh\\n")]:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), 0o755, epoch
+        tf.addfile(info, io.BytesIO(data))
+print("I: success in 0.1 seconds", file=sys.stderr)
+"""
+
+
+class FakeMmdebstrap:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        bin_dir = tmp_path / "fakebin"
+        bin_dir.mkdir()
+        self.log = tmp_path / "mmdebstrap.log"
+        self.fail_flag = tmp_path / "mmdebstrap.fail"
+        script = bin_dir / "mmdebstrap"
+        script.write_text(FAKE_MMDEBSTRAP.format(python=sys.executable, log=str(self.log), fail=str(self.fail_flag)))
+        script.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+
+    def runs(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeMmdebstrap:
+    return FakeMmdebstrap(tmp_path, monkeypatch)
+
+
+@needs_e2fsprogs
+def test_codebox_is_built_tagged_and_cached(tmp_path: Path, fake: FakeMmdebstrap) -> None:
+    home = tmp_path / "home"
+    store = ImageStore(home)
+    assert [image for _, image in store.builtin_images()] == [None, None]
+    lines: list[str] = []
+    image = store.get(CODEBOX_IMAGE, progress=lines.append)
+    assert lines[0] == f"building built-in image {CODEBOX_IMAGE} from Debian packages (a minute or two, once)"
+    assert "mmdebstrap: automatically chosen mode: root" in lines
+    assert image.reference == CODEBOX_IMAGE and image.cmd == ["python3"] and image.working_dir == "/root"
+    assert "MPLBACKEND=Agg" in image.env
+    [run] = fake.runs()
+    assert run["epoch"] == str(SOURCE_DATE_EPOCH)
+    assert "--include=" + ",".join(BUILTIN_IMAGES[CODEBOX_IMAGE].packages) in run["argv"]
+    # cached: a second store finds it without building; it is listed under its name only
+    again = ImageStore(home)
+    assert again.get(CODEBOX_IMAGE) == image and len(fake.runs()) == 1
+    assert [i.reference for i in again.list()] == [CODEBOX_IMAGE]
+    assert [name for name, _ in again.references()] == [CODEBOX_IMAGE]
+    assert dict((spec.name, img) for spec, img in again.builtin_images()) == {DEFAULT_IMAGE: None,
+                                                                              CODEBOX_IMAGE: image}
+    assert again.pull(CODEBOX_IMAGE) == image  # a built-in name never goes to a registry
+    assert (home / "images" / "layouts" / "codebox" / "index.json").is_file()
+    assert list((home / "images" / "tmp").iterdir()) == []
+
+
+@needs_e2fsprogs
+def test_same_packages_give_the_same_digest_in_two_homes(tmp_path: Path, fake: FakeMmdebstrap) -> None:
+    first = ImageStore(tmp_path / "one").get(CODEBOX_IMAGE)
+    second = ImageStore(tmp_path / "two").get(CODEBOX_IMAGE)
+    assert len(fake.runs()) == 2
+    assert first.digest == second.digest
+    default = ImageStore(tmp_path / "one").get(DEFAULT_IMAGE)
+    assert default.digest != first.digest  # other packages, other config
+
+
+@needs_e2fsprogs
+def test_two_concurrent_gets_build_once(tmp_path: Path, fake: FakeMmdebstrap, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_MMDEBSTRAP_SLEEP", "0.5")
+    home = tmp_path / "home"
+    results: list[str] = []
+    lines: list[list[str]] = [[], []]
+
+    def get(n: int) -> None:
+        results.append(ImageStore(home).get(CODEBOX_IMAGE, progress=lines[n].append).digest)
+
+    threads = [threading.Thread(target=get, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == 2 and results[0] == results[1]
+    assert len(fake.runs()) == 1
+    waited = [ls for ls in lines if ls and ls[0].startswith("waiting for another process")]
+    assert len(waited) == 1 and not any(line.startswith("building") for line in waited[0])
+
+
+@needs_e2fsprogs
+def test_saved_layout_is_reused_until_the_recipe_changes(
+    tmp_path: Path, fake: FakeMmdebstrap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    store = ImageStore(home)
+    image = store.get(CODEBOX_IMAGE)
+    removed = store.remove(CODEBOX_IMAGE)
+    assert removed.untagged == [CODEBOX_IMAGE] and removed.deleted == image.digest
+    assert store.get(CODEBOX_IMAGE).digest == image.digest and len(fake.runs()) == 1  # imported, not rebuilt
+    store.remove(CODEBOX_IMAGE)
+    monkeypatch.setattr(builtin, "RECIPE_VERSION", builtin.RECIPE_VERSION + 1)
+    assert store.get(CODEBOX_IMAGE).digest == image.digest and len(fake.runs()) == 2  # rebuilt: same content
+
+
+@needs_e2fsprogs
+def test_prune_drops_layouts_of_removed_builtins_only(tmp_path: Path, fake: FakeMmdebstrap) -> None:
+    home = tmp_path / "home"
+    store = ImageStore(home)
+    store.get(CODEBOX_IMAGE)
+    store.get(DEFAULT_IMAGE)
+    layouts = home / "images" / "layouts"
+    store.prune()
+    assert sorted(p.name for p in layouts.iterdir()) == ["codebox", "default"]  # both still named
+    store.remove(CODEBOX_IMAGE)
+    assert store.prune() > 0
+    assert sorted(p.name for p in layouts.iterdir()) == ["default"]
+    store.prune(all=True)
+    assert list(layouts.iterdir()) == [] and store.list() == []
+
+
+@needs_e2fsprogs
+def test_build_failure_leaves_nothing(tmp_path: Path, fake: FakeMmdebstrap) -> None:
+    fake.fail_flag.touch()
+    home = tmp_path / "home"
+    with pytest.raises(ImageError, match="apt-get update failed"):
+        ImageStore(home).get(CODEBOX_IMAGE)
+    assert not (home / "images" / "layouts" / "codebox").exists()
+    assert list((home / "images" / "tmp").iterdir()) == []
+    assert ImageStore(home).list() == []
+
+
+# -- the command line ---------------------------------------------------------------------------------------------
+
+
+@needs_e2fsprogs
+def test_cli_lists_and_builds_builtins(
+    tmp_path: Path, fake: FakeMmdebstrap, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runtime: Any = SimpleNamespace(images=ImageStore(tmp_path / "home"))
+    ls = SimpleNamespace(builtin=True, json=False, quiet_ids=False)
+    assert cli_images.cmd_ls(ls, runtime) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["REFERENCE", "DIGEST", "SIZE", "DESCRIPTION"]
+    assert out[1].startswith(DEFAULT_IMAGE) and "(not built)" in out[1]
+    assert out[2].startswith(CODEBOX_IMAGE) and "(not built)" in out[2]
+
+    assert cli_images.cmd_build(SimpleNamespace(names=[CODEBOX_IMAGE, "python:3.12"]), runtime) != 0
+    captured = capsys.readouterr()
+    assert "python:3.12 is not a built-in image" in captured.err
+    [printed] = captured.out.splitlines()
+    assert printed.startswith(f"{CODEBOX_IMAGE} sha256:")
+
+    assert cli_images.cmd_ls(SimpleNamespace(builtin=True, json=True, quiet_ids=False), runtime) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["reference"], r["digest"] is not None) for r in rows] == [(DEFAULT_IMAGE, False), (CODEBOX_IMAGE, True)]
+    assert "python3-pandas" in rows[1]["packages"]
