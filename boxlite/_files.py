@@ -242,6 +242,21 @@ def _rpc_error(box: Box, exc: grpc.aio.AioRpcError, action: str, fix: str) -> Bo
     return explained
 
 
+class _Unimplemented(grpc.aio.AioRpcError):
+    def __init__(self) -> None:
+        super().__init__(grpc.StatusCode.UNIMPLEMENTED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                         details="Method not found!")
+
+
+async def _lacks_files_service(box: Box) -> bool:
+    try:
+        async for _ in box._client.files.Download(pb.DownloadRequest(path="/"), timeout=5.0):
+            break
+    except grpc.aio.AioRpcError as exc:
+        return exc.code() == grpc.StatusCode.UNIMPLEMENTED
+    return False
+
+
 # -- copy_in ------------------------------------------------------------------------------------------------------
 def _host_source(host_path: Path | str, follow_symlinks: bool) -> tuple[str, str]:
     """(the path to archive, the name it keeps) for a host source."""
@@ -355,6 +370,10 @@ async def copy_in(box: Box, host_path: Path | str, container_dest: str, *, overw
                                  fix="check the host file's permissions") from None
         raise problem
     if rpc_error is not None:
+        if rpc_error.code() == grpc.StatusCode.INTERNAL and await _lacks_files_service(box):
+            # gRPC may report an early refusal of a client stream as INTERNAL (grpc/grpc#36066); a
+            # server-streaming probe gets the real answer from an agent that has no Files service.
+            rpc_error = _Unimplemented()
         raise _rpc_error(box, rpc_error, action,
                          fix="create the destination's parent directory in the box first, or check the path")
 
