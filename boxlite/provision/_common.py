@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -83,7 +82,3 @@ def debian_mirror() -> str:
             if uri and "security" not in uri and "/debian" in uri:
                 return uri.rstrip("/")
     raise StorageError("no Debian mirror found in /etc/apt", fix="configure apt sources for Debian")
-
-
-def replace_atomically(tmp: Path, final: Path) -> None:
-    os.replace(tmp, final)
