@@ -36,24 +36,30 @@ from boxlite._errors import (
 
 if TYPE_CHECKING:
     from boxlite._box import Box, BoxInfo
+    from boxlite._code_results import CodeError, CodeExecution, Logs, Result
+    from boxlite._codebox import CodeBox
     from boxlite._execution import ExecResult, ExecStatus, Execution
+    from boxlite._kernel_client import KernelClient
     from boxlite._metrics import BoxMetrics, RuntimeMetrics
     from boxlite._options import BoxOptions, Options
     from boxlite._runtime import Boxlite
     from boxlite._simplebox import SimpleBox
-    from boxlite._sync import SyncBox, SyncBoxlite, SyncExecution, SyncSimpleBox
+    from boxlite._sync import SyncBox, SyncBoxlite, SyncCodeBox, SyncExecution, SyncSimpleBox
     from boxlite.images import CODEBOX_IMAGE, DEFAULT_IMAGE
 
 # Imported on first use (PEP 562), so `import boxlite` and the per-box shim start fast.
 _LAZY = {
     "Box": "boxlite._box", "BoxInfo": "boxlite._box",
+    "CodeBox": "boxlite._codebox", "KernelClient": "boxlite._kernel_client",
+    "CodeExecution": "boxlite._code_results", "CodeError": "boxlite._code_results", "Logs": "boxlite._code_results",
+    "Result": "boxlite._code_results",
     "Execution": "boxlite._execution", "ExecResult": "boxlite._execution", "ExecStatus": "boxlite._execution",
     "BoxMetrics": "boxlite._metrics", "RuntimeMetrics": "boxlite._metrics",
     "BoxOptions": "boxlite._options", "Options": "boxlite._options",
     "Boxlite": "boxlite._runtime", "SimpleBox": "boxlite._simplebox", "DEFAULT_IMAGE": "boxlite.images",
     "CODEBOX_IMAGE": "boxlite.images",
     "SyncBoxlite": "boxlite._sync", "SyncBox": "boxlite._sync", "SyncSimpleBox": "boxlite._sync",
-    "SyncExecution": "boxlite._sync",
+    "SyncExecution": "boxlite._sync", "SyncCodeBox": "boxlite._sync",
 }
 
 
@@ -76,6 +82,9 @@ __all__ = [
     "BoxOptions",
     "Boxlite",
     "BoxliteError",
+    "CodeBox",
+    "CodeError",
+    "CodeExecution",
     "ConfigError",
     "EngineError",
     "ExecError",
@@ -86,16 +95,20 @@ __all__ = [
     "ImageError",
     "InternalError",
     "InvalidStateError",
+    "KernelClient",
+    "Logs",
     "NetworkError",
     "NotFoundError",
     "Options",
     "ParseError",
     "PortalError",
+    "Result",
     "RuntimeMetrics",
     "SimpleBox",
     "StorageError",
     "SyncBox",
     "SyncBoxlite",
+    "SyncCodeBox",
     "SyncExecution",
     "SyncSimpleBox",
     "TimeoutError",

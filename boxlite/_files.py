@@ -32,6 +32,7 @@ checks that every member lies under the copied item. A directory containing such
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import posixpath
 import tarfile
@@ -458,3 +459,48 @@ async def copy_out(box: Box, container_src: str, host_dest: Path | str, *, overw
             raise ExecutionError(f"{action}: the archive from the box is damaged: {problem}",
                                  fix="try again; restart the box if it persists") from None
         raise problem
+
+
+# -- whole files in memory (CodeBox.files) ------------------------------------------------------------------------
+async def upload_archive(box: Box, archive: bytes, dest: str, *, overwrite: bool = True) -> None:
+    """Send an in-memory archive (a tar whose first member is the item itself) to `dest` in the box."""
+    box._require_running("write files into the box")
+
+    async def requests() -> AsyncIterator[pb.UploadRequest]:
+        yield pb.UploadRequest(start=pb.UploadStart(dest=box_path(dest), overwrite=overwrite))
+        for start in range(0, len(archive), CHUNK):
+            yield pb.UploadRequest(data=archive[start:start + CHUNK])
+        yield pb.UploadRequest(finish=True)
+
+    try:
+        await box._client.files.Upload(requests(), timeout=300)
+    except grpc.aio.AioRpcError as exc:
+        raise _rpc_error(box, exc, f"write {dest} in box {box.id}",
+                         fix="check that the path's parent exists in the box and is a directory") from None
+    box._runtime._store.bump(f"box:{box.id}:bytes_sent", len(archive))
+
+
+async def download_file(box: Box, path: str) -> bytes:
+    """The content of one regular file in the box (following a symbolic link)."""
+    box._require_running("read files from the box")
+    action = f"read {path} in box {box.id}"
+    try:
+        listing = await box._client.files.List(pb.ListRequest(path=box_path(path)), timeout=30)
+        if len(listing.entries) != 1 or listing.entries[0].path != posixpath.normpath(box_path(path)) \
+                or listing.entries[0].type == "dir":
+            raise ExecutionError(f"{action}: it is a directory", fix="use files.list() to see its entries, or "
+                                 "copy_out() to copy it to the host")
+        data = bytearray()
+        async for chunk in box._client.files.Download(pb.DownloadRequest(path=box_path(path), follow_symlinks=True),
+                                                      timeout=300):
+            data += chunk.data
+    except grpc.aio.AioRpcError as exc:
+        raise _rpc_error(box, exc, action, fix="check the path (files.list() shows a directory's entries)") from None
+    box._runtime._store.bump(f"box:{box.id}:bytes_received", len(data))
+    with tarfile.open(fileobj=io.BytesIO(bytes(data)), mode="r:") as tf:
+        member = tf.next()
+        if member is None or not member.isfile():
+            raise ExecutionError(f"{action}: it is not a regular file", fix="read regular files only")
+        extracted = tf.extractfile(member)
+        assert extracted is not None
+        return extracted.read()

@@ -40,6 +40,12 @@ class PortalClient:
             self._execution = pb_grpc.ExecutionStub(self._channel)
             self._files = pb_grpc.FilesStub(self._channel)
 
+    def _channel_for_loop(self) -> grpc.aio.Channel:
+        """The channel for the running event loop (for stubs of services made elsewhere)."""
+        self._ensure()
+        assert self._channel is not None
+        return self._channel
+
     @property
     def guest(self) -> pb_grpc.GuestStub:
         self._ensure()

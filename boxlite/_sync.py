@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from boxlite._box import Box, BoxInfo
+from boxlite._code_results import CodeExecution
 from boxlite._execution import ExecResult, ExecStatus, Execution
 from boxlite._metrics import BoxMetrics, RuntimeMetrics
 from boxlite._options import BoxOptions, Options
@@ -192,3 +193,62 @@ class SyncSimpleBox:
 
     def exec(self, cmd: str, *args: str, **kwargs: Any) -> ExecResult:
         return _call(self._simple.exec, cmd, *args, **kwargs)
+
+    def copy_in(self, host_path: str, container_dest: str, **kwargs: Any) -> None:
+        _call(self._simple.copy_in, host_path, container_dest, **kwargs)
+
+    def copy_out(self, container_src: str, host_dest: str, **kwargs: Any) -> None:
+        _call(self._simple.copy_out, container_src, host_dest, **kwargs)
+
+
+class SyncCodeBoxFiles:
+    def __init__(self, files: Any) -> None:
+        self._files = files
+
+    def write(self, path: str, data: bytes | str, mode: int = 0o644) -> str:
+        return _call(self._files.write, path, data, mode)
+
+    def read(self, path: str, *, text: bool = False) -> bytes | str:
+        return _call(self._files.read, path, text=text)
+
+    def list(self, path: str = ".") -> list[Any]:
+        return _call(self._files.list, path)
+
+
+class SyncCodeBox(SyncSimpleBox):
+    """`CodeBox` without await: `with SyncCodeBox() as cb: print(cb.run("x = 6*7; x"))`.
+
+    Callbacks (on_stdout, ...) are called on the library's background thread.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from boxlite._codebox import CodeBox
+
+        self._simple = self._codebox = CodeBox(*args, **kwargs)
+        self.files = SyncCodeBoxFiles(self._codebox.files)
+
+    def start(self) -> SyncCodeBox:
+        _call(self._codebox.start)
+        return self
+
+    def __enter__(self) -> SyncCodeBox:
+        return self.start()
+
+    def run(self, code: str, timeout: float | None = None, **callbacks: Any) -> CodeExecution:
+        return _call(self._codebox.run, code, timeout, **callbacks)
+
+    def run_script(self, script_path: str, timeout: float | None = None) -> CodeExecution:
+        return _call(self._codebox.run_script, script_path, timeout)
+
+    def restart(self) -> None:
+        _call(self._codebox.restart)
+
+    def interrupt(self) -> None:
+        _call(self._codebox.interrupt)
+
+    def install_package(self, package: str) -> str:
+        return _call(self._codebox.install_package, package)
+
+    def install_packages(self, *packages: str) -> str:
+        return _call(self._codebox.install_packages, *packages)
+

@@ -68,6 +68,37 @@ class LazyFiles(pb_grpc.FilesServicer):
     def Download(self, request: Any, context: Any) -> Any:
         return self._get().Download(request, context)
 
+    def List(self, request: Any, context: Any) -> Any:
+        return self._get().List(request, context)
+
+
+class LazyKernels(pb_grpc.KernelServicer):
+    """The Kernel service, imported on its first use (most boxes never start a kernel)."""
+
+    def __init__(self) -> None:
+        self._service: Any = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        with self._lock:
+            if self._service is None:
+                from guest.kernels import KernelService
+
+                self._service = KernelService()
+            return self._service
+
+    def Start(self, request: Any, context: Any) -> Any:
+        return self._get().Start(request, context)
+
+    def Connect(self, request_iterator: Any, context: Any) -> Any:
+        return self._get().Connect(request_iterator, context)
+
+    def Interrupt(self, request: Any, context: Any) -> Any:
+        return self._get().Interrupt(request, context)
+
+    def Stop(self, request: Any, context: Any) -> Any:
+        return self._get().Stop(request, context)
+
 
 def _keep_own_modules_importable() -> None:
     """Let the agent import its own (and the standard library's) modules after it chroots into the image.
@@ -115,8 +146,15 @@ def _log(message: str) -> None:
     print(f"boxlite-guest: {message}", file=sys.stderr, flush=True)
 
 
+def _guard_against_oom() -> None:
+    """The guest's OOM killer must pick a runaway command or kernel, never the agent (children are released)."""
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("-1000")
+
+
 def main() -> None:
     system.mount_guest_filesystems()
+    _guard_against_oom()
     _log(f"agent started at {system.uptime_s():.2f}s")
     with open("/proc/cmdline") as f:
         params = system.boot_params(f.read())
@@ -126,6 +164,7 @@ def main() -> None:
     pb_grpc.add_GuestServicer_to_server(GuestService("/"), server)
     pb_grpc.add_ExecutionServicer_to_server(ExecutionService(), server)
     pb_grpc.add_FilesServicer_to_server(LazyFiles(), server)
+    pb_grpc.add_KernelServicer_to_server(LazyKernels(), server)
     # An abstract socket: no file in the image's root for commands to see or remove.
     server.add_insecure_port(f"unix-abstract:{PORTAL_NAME}")
     server.start()

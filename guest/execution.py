@@ -118,6 +118,34 @@ def _failure(argv0: str, exc: BaseException) -> pb.ExecExit:
     return pb.ExecExit(exit_code=126, error=f"{argv0}: {exc}")
 
 
+def release_from_agent_oom_guard(pid: int) -> None:
+    """Make a child killable by the guest's OOM killer again (it inherits the agent's immunity)."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/oom_score_adj", "w") as f:
+        f.write("0")
+
+
+def process_settings(req: pb.ExecRequest) -> dict[str, Any]:
+    """Popen's env, cwd and identity for a request: the image's user (passwd/group), its home, the given env.
+
+    Raises users.UnknownUser, or NotADirectoryError for a missing working directory.
+    """
+    identity = users.resolve("/", req.user)
+    cwd = req.cwd or "/"
+    env = {"PATH": DEFAULT_PATH, "HOME": identity.home, "HOSTNAME": os.uname().nodename}
+    env.update(req.env)
+    if not os.path.isdir(cwd):
+        raise NotADirectoryError(errno.ENOENT, f"cd: {cwd}: No such file or directory")
+    as_root = identity.uid == 0 and identity.gid == 0
+    return {
+        "env": env,
+        "cwd": cwd,
+        # Only for other users: any of these makes Python fork instead of vfork.
+        "user": None if as_root else identity.uid,
+        "group": None if as_root else identity.gid,
+        "extra_groups": None if as_root else list(identity.groups),
+    }
+
+
 class ExecutionService(pb_grpc.ExecutionServicer):
     def __init__(self) -> None:
         # Feeder threads are reused: starting a thread per command cost 4-10 ms under emulation.
@@ -126,26 +154,15 @@ class ExecutionService(pb_grpc.ExecutionServicer):
         self.lock = threading.Lock()
 
     def _spawn(self, req: pb.ExecRequest) -> Command:
-        identity = users.resolve("/", req.user)
-        cwd = req.cwd or "/"
-        env = {"PATH": DEFAULT_PATH, "HOME": identity.home, "HOSTNAME": os.uname().nodename}
-        env.update(req.env)
-        if not os.path.isdir(cwd):
-            raise NotADirectoryError(errno.ENOENT, f"cd: {cwd}: No such file or directory")
-        as_root = identity.uid == 0 and identity.gid == 0
         proc = subprocess.Popen(
             list(req.argv),
             stdin=subprocess.PIPE if req.stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=env,
-            cwd=cwd,
             start_new_session=True,
-            # Only for other users: any of these makes Python fork instead of vfork.
-            user=None if as_root else identity.uid,
-            group=None if as_root else identity.gid,
-            extra_groups=None if as_root else list(identity.groups),
+            **process_settings(req),
         )
+        release_from_agent_oom_guard(proc.pid)
         return Command(uuid.uuid4().hex[:12], proc, req.timeout_s)
 
     def Exec(self, request_iterator: Iterator[pb.ExecInput], context: Any) -> Iterator[pb.ExecOutput]:

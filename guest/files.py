@@ -516,3 +516,35 @@ class FilesService(pb_grpc.FilesServicer):
         except OSError as exc:
             error = _os_error(exc, f"copying {request.path} out of the box")
             context.abort(error.code, error.message)
+
+    def List(self, request: pb.ListRequest, context: Any) -> pb.ListReply:
+        try:
+            return pb.ListReply(entries=list_entries(request.path))
+        except FileOpError as exc:
+            context.abort(exc.code, exc.message)
+        except OSError as exc:
+            error = _os_error(exc, f"listing {request.path}")
+            context.abort(error.code, error.message)
+        raise AssertionError("unreachable")  # context.abort raises
+
+
+def _entry(path: str, name: str) -> pb.FileEntry:
+    st = os.lstat(path)
+    kind = ("dir" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode)
+            else "symlink" if stat.S_ISLNK(st.st_mode) else "other")
+    return pb.FileEntry(name=name, path=path, type=kind, size=st.st_size, mode=stat.S_IMODE(st.st_mode),
+                        mtime=st.st_mtime, target=os.readlink(path) if kind == "symlink" else "")
+
+
+def list_entries(path: str) -> list[pb.FileEntry]:
+    """A directory's entries sorted by name (entries that vanish meanwhile are skipped), or the path itself."""
+    if not path.startswith("/"):
+        raise FileOpError(grpc.StatusCode.INVALID_ARGUMENT, f"{path!r} is not an absolute path in the box")
+    path = os.path.normpath(path)
+    if not os.path.isdir(path):
+        return [_entry(path, os.path.basename(path) or "/")]
+    entries = []
+    for name in sorted(os.listdir(path)):
+        with contextlib.suppress(FileNotFoundError):
+            entries.append(_entry(os.path.join(path, name), name))
+    return entries

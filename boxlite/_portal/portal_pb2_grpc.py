@@ -249,6 +249,11 @@ class FilesStub(object):
                 request_serializer=portal__pb2.DownloadRequest.SerializeToString,
                 response_deserializer=portal__pb2.DownloadChunk.FromString,
                 )
+        self.List = channel.unary_unary(
+                '/boxlite.portal.v1.Files/List',
+                request_serializer=portal__pb2.ListRequest.SerializeToString,
+                response_deserializer=portal__pb2.ListReply.FromString,
+                )
 
 
 class FilesServicer(object):
@@ -271,6 +276,13 @@ class FilesServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def List(self, request, context):
+        """The entries of a directory (sorted by name), or the one entry of a non-directory. NOT_FOUND when missing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FilesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -283,6 +295,11 @@ def add_FilesServicer_to_server(servicer, server):
                     servicer.Download,
                     request_deserializer=portal__pb2.DownloadRequest.FromString,
                     response_serializer=portal__pb2.DownloadChunk.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=portal__pb2.ListRequest.FromString,
+                    response_serializer=portal__pb2.ListReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -325,5 +342,188 @@ class Files(object):
         return grpc.experimental.unary_stream(request, target, '/boxlite.portal.v1.Files/Download',
             portal__pb2.DownloadRequest.SerializeToString,
             portal__pb2.DownloadChunk.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/boxlite.portal.v1.Files/List',
+            portal__pb2.ListRequest.SerializeToString,
+            portal__pb2.ListReply.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+
+class KernelStub(object):
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Start = channel.unary_unary(
+                '/boxlite.portal.v1.Kernel/Start',
+                request_serializer=portal__pb2.KernelStartRequest.SerializeToString,
+                response_deserializer=portal__pb2.KernelInfo.FromString,
+                )
+        self.Connect = channel.stream_stream(
+                '/boxlite.portal.v1.Kernel/Connect',
+                request_serializer=portal__pb2.KernelClientMessage.SerializeToString,
+                response_deserializer=portal__pb2.KernelServerMessage.FromString,
+                )
+        self.Interrupt = channel.unary_unary(
+                '/boxlite.portal.v1.Kernel/Interrupt',
+                request_serializer=portal__pb2.KernelRef.SerializeToString,
+                response_deserializer=portal__pb2.KernelReply.FromString,
+                )
+        self.Stop = channel.unary_unary(
+                '/boxlite.portal.v1.Kernel/Stop',
+                request_serializer=portal__pb2.KernelStopRequest.SerializeToString,
+                response_deserializer=portal__pb2.KernelReply.FromString,
+                )
+
+
+class KernelServicer(object):
+    """Missing associated documentation comment in .proto file."""
+
+    def Start(self, request, context):
+        """Start a kernel (or report the running one) and return when its channels are bound. Errors:
+        FAILED_PRECONDITION when it exits during start-up (the detail carries its output: a missing ipykernel,
+        say), NOT_FOUND when the program is missing, DEADLINE_EXCEEDED when it does not come up in time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Connect(self, request_iterator, context):
+        """Bidirectional relay of the shell, iopub, stdin and control channels of one kernel. NOT_FOUND when no
+        kernel of that id runs. The stream ends with `exited` when the kernel dies, or when the client ends it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Interrupt(self, request, context):
+        """SIGINT to the kernel's process group (Jupyter's interrupt_mode "signal").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Stop(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_KernelServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Start': grpc.unary_unary_rpc_method_handler(
+                    servicer.Start,
+                    request_deserializer=portal__pb2.KernelStartRequest.FromString,
+                    response_serializer=portal__pb2.KernelInfo.SerializeToString,
+            ),
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=portal__pb2.KernelClientMessage.FromString,
+                    response_serializer=portal__pb2.KernelServerMessage.SerializeToString,
+            ),
+            'Interrupt': grpc.unary_unary_rpc_method_handler(
+                    servicer.Interrupt,
+                    request_deserializer=portal__pb2.KernelRef.FromString,
+                    response_serializer=portal__pb2.KernelReply.SerializeToString,
+            ),
+            'Stop': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stop,
+                    request_deserializer=portal__pb2.KernelStopRequest.FromString,
+                    response_serializer=portal__pb2.KernelReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'boxlite.portal.v1.Kernel', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Kernel(object):
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Start(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/boxlite.portal.v1.Kernel/Start',
+            portal__pb2.KernelStartRequest.SerializeToString,
+            portal__pb2.KernelInfo.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(request_iterator, target, '/boxlite.portal.v1.Kernel/Connect',
+            portal__pb2.KernelClientMessage.SerializeToString,
+            portal__pb2.KernelServerMessage.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Interrupt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/boxlite.portal.v1.Kernel/Interrupt',
+            portal__pb2.KernelRef.SerializeToString,
+            portal__pb2.KernelReply.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Stop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/boxlite.portal.v1.Kernel/Stop',
+            portal__pb2.KernelStopRequest.SerializeToString,
+            portal__pb2.KernelReply.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -1,9 +1,14 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
+CONTROL: KernelChannel
 DESCRIPTOR: _descriptor.FileDescriptor
+IOPUB: KernelChannel
+SHELL: KernelChannel
+STDIN: KernelChannel
 
 class DownloadChunk(_message.Message):
     __slots__ = ["data"]
@@ -90,6 +95,24 @@ class ExecStarted(_message.Message):
     pid: int
     def __init__(self, exec_id: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
 
+class FileEntry(_message.Message):
+    __slots__ = ["mode", "mtime", "name", "path", "size", "target", "type"]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MTIME_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    mode: int
+    mtime: float
+    name: str
+    path: str
+    size: int
+    target: str
+    type: str
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., type: _Optional[str] = ..., size: _Optional[int] = ..., mode: _Optional[int] = ..., mtime: _Optional[float] = ..., target: _Optional[str] = ...) -> None: ...
+
 class GuestMetrics(_message.Message):
     __slots__ = ["cpu_busy_s", "cpu_total_s", "disk_total_bytes", "disk_used_bytes", "mem_available_bytes", "mem_total_bytes", "processes", "uptime_s"]
     CPU_BUSY_S_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +133,100 @@ class GuestMetrics(_message.Message):
     uptime_s: float
     def __init__(self, cpu_busy_s: _Optional[float] = ..., cpu_total_s: _Optional[float] = ..., mem_total_bytes: _Optional[int] = ..., mem_available_bytes: _Optional[int] = ..., processes: _Optional[int] = ..., uptime_s: _Optional[float] = ..., disk_total_bytes: _Optional[int] = ..., disk_used_bytes: _Optional[int] = ...) -> None: ...
 
+class KernelClientMessage(_message.Message):
+    __slots__ = ["connect", "message"]
+    CONNECT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    connect: KernelConnect
+    message: KernelFrames
+    def __init__(self, connect: _Optional[_Union[KernelConnect, _Mapping]] = ..., message: _Optional[_Union[KernelFrames, _Mapping]] = ...) -> None: ...
+
+class KernelConnect(_message.Message):
+    __slots__ = ["identity", "kernel_id"]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    identity: bytes
+    kernel_id: str
+    def __init__(self, kernel_id: _Optional[str] = ..., identity: _Optional[bytes] = ...) -> None: ...
+
+class KernelExit(_message.Message):
+    __slots__ = ["exit_code", "output_tail", "signal"]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TAIL_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    exit_code: int
+    output_tail: str
+    signal: int
+    def __init__(self, exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., output_tail: _Optional[str] = ...) -> None: ...
+
+class KernelFrames(_message.Message):
+    __slots__ = ["channel", "frames"]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    channel: KernelChannel
+    frames: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, channel: _Optional[_Union[KernelChannel, str]] = ..., frames: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class KernelInfo(_message.Message):
+    __slots__ = ["connection_file", "kernel_id", "key", "pid", "signature_scheme", "start_ms", "started"]
+    CONNECTION_FILE_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_SCHEME_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    connection_file: str
+    kernel_id: str
+    key: bytes
+    pid: int
+    signature_scheme: str
+    start_ms: float
+    started: bool
+    def __init__(self, kernel_id: _Optional[str] = ..., key: _Optional[bytes] = ..., signature_scheme: _Optional[str] = ..., pid: _Optional[int] = ..., started: bool = ..., start_ms: _Optional[float] = ..., connection_file: _Optional[str] = ...) -> None: ...
+
+class KernelRef(_message.Message):
+    __slots__ = ["kernel_id"]
+    KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    kernel_id: str
+    def __init__(self, kernel_id: _Optional[str] = ...) -> None: ...
+
+class KernelReply(_message.Message):
+    __slots__ = ["found"]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    def __init__(self, found: bool = ...) -> None: ...
+
+class KernelServerMessage(_message.Message):
+    __slots__ = ["connected", "exited", "message"]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    EXITED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    connected: bool
+    exited: KernelExit
+    message: KernelFrames
+    def __init__(self, connected: bool = ..., message: _Optional[_Union[KernelFrames, _Mapping]] = ..., exited: _Optional[_Union[KernelExit, _Mapping]] = ...) -> None: ...
+
+class KernelStartRequest(_message.Message):
+    __slots__ = ["kernel_id", "process", "restart", "start_timeout_s"]
+    KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    RESTART_FIELD_NUMBER: _ClassVar[int]
+    START_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    kernel_id: str
+    process: ExecRequest
+    restart: bool
+    start_timeout_s: float
+    def __init__(self, kernel_id: _Optional[str] = ..., process: _Optional[_Union[ExecRequest, _Mapping]] = ..., restart: bool = ..., start_timeout_s: _Optional[float] = ...) -> None: ...
+
+class KernelStopRequest(_message.Message):
+    __slots__ = ["grace_s", "kernel_id"]
+    GRACE_S_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    grace_s: float
+    kernel_id: str
+    def __init__(self, kernel_id: _Optional[str] = ..., grace_s: _Optional[float] = ...) -> None: ...
+
 class KillReply(_message.Message):
     __slots__ = ["found"]
     FOUND_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +240,18 @@ class KillRequest(_message.Message):
     exec_id: str
     signal: int
     def __init__(self, exec_id: _Optional[str] = ..., signal: _Optional[int] = ...) -> None: ...
+
+class ListReply(_message.Message):
+    __slots__ = ["entries"]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[FileEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[FileEntry, _Mapping]]] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ["path"]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
 
 class MetricsRequest(_message.Message):
     __slots__ = []
@@ -189,3 +318,6 @@ class UploadStart(_message.Message):
     dest: str
     overwrite: bool
     def __init__(self, dest: _Optional[str] = ..., overwrite: bool = ...) -> None: ...
+
+class KernelChannel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []

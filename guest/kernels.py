@@ -1,0 +1,321 @@
+"""The Kernel service: Jupyter kernels running inside the box, relayed to the host frame by frame.
+
+A kernel is a real ipykernel (or any program taking a Jupyter connection file) started in the image's root with
+a connection file of the agent's making: ipc transport under /run/boxlite/kernels/<id>/ and a fresh HMAC key.
+`Connect` opens ZMTP connections to its shell, control and stdin (as DEALERs sharing one identity) and iopub (as
+a SUB) channels and relays whole multipart messages both ways, unread and unsigned: the host holds the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import selectors
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+
+from guest import users
+from guest._portal import portal_pb2 as pb
+from guest._portal import portal_pb2_grpc as pb_grpc
+from guest.execution import process_settings, release_from_agent_oom_guard
+from guest.zmtp import Peer, ZmtpError
+
+KERNELS_DIR = "/run/boxlite/kernels"
+DEFAULT_ARGV = ("python3", "-m", "ipykernel_launcher", "-f", "{connection_file}")
+# Port numbers only name the ipc socket files (<dir>/kernel-<port>).
+PORTS: dict[int, int] = {pb.SHELL: 1, pb.IOPUB: 2, pb.STDIN: 3, pb.CONTROL: 4}
+HB_PORT = 5
+SOCKET_TYPES: dict[int, str] = {pb.SHELL: "DEALER", pb.CONTROL: "DEALER", pb.STDIN: "DEALER", pb.IOPUB: "SUB"}
+TAIL_BYTES = 16 * 1024
+DEFAULT_START_TIMEOUT_S = 60.0
+KERNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Kernel:
+    """One kernel process, its directory and the last output it wrote to its own stdout/stderr."""
+
+    def __init__(self, kernel_id: str, directory: str, key: str, proc: subprocess.Popen[bytes]) -> None:
+        self.kernel_id = kernel_id
+        self.directory = directory
+        self.key = key
+        self.proc = proc
+        self.exited = threading.Event()
+        self._tail = bytearray()
+        self._tail_lock = threading.Lock()
+        threading.Thread(target=self._collect_output, daemon=True, name=f"kernel-{kernel_id}-out").start()
+        threading.Thread(target=self._wait, daemon=True, name=f"kernel-{kernel_id}-wait").start()
+
+    @property
+    def connection_file(self) -> str:
+        return f"{self.directory}/connection.json"
+
+    def channel_path(self, channel: int) -> str:
+        return f"{self.directory}/kernel-{PORTS[channel]}"
+
+    def _collect_output(self) -> None:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        for chunk in iter(lambda: os.read(fd, 4096), b""):
+            with self._tail_lock:
+                self._tail += chunk
+                del self._tail[:-TAIL_BYTES]
+        self.proc.stdout.close()
+
+    def _wait(self) -> None:
+        self.proc.wait()
+        self.exited.set()
+
+    def output_tail(self) -> str:
+        with self._tail_lock:
+            return self._tail.decode(errors="replace")
+
+    def exit_message(self) -> pb.KernelExit:
+        code = self.proc.returncode if self.proc.returncode is not None else self.proc.wait()
+        return pb.KernelExit(exit_code=code if code >= 0 else -1, signal=-code if code < 0 else 0,
+                             output_tail=self.output_tail()[-4000:])
+
+    def signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signum)
+
+    def stop(self, grace_s: float) -> None:
+        if not self.exited.is_set() and grace_s > 0:
+            self.signal_group(signal.SIGTERM)
+            self.exited.wait(grace_s)
+        # The whole group goes: whatever the kernel started must not outlive it.
+        self.signal_group(signal.SIGKILL)
+        self.exited.wait(5.0)
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.directory):
+                os.unlink(os.path.join(self.directory, name))
+            os.rmdir(self.directory)
+
+
+class StartFailedError(Exception):
+    def __init__(self, code: grpc.StatusCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _connect(kernel: Kernel, channel: int, identity: bytes, deadline: float) -> Peer:
+    """Connect one channel, retrying while the kernel is between bind() and listen() on a slow machine."""
+    while True:
+        try:
+            return Peer(kernel.channel_path(channel), SOCKET_TYPES[channel],
+                        identity if channel in (pb.SHELL, pb.STDIN) else b"")
+        except (ConnectionRefusedError, FileNotFoundError):
+            if time.monotonic() >= deadline or kernel.exited.is_set():
+                raise
+            time.sleep(0.01)
+
+
+class KernelService(pb_grpc.KernelServicer):
+    def __init__(self) -> None:
+        self.kernels: dict[str, Kernel] = {}
+        self.lock = threading.Lock()
+        self.feeders = ThreadPoolExecutor(max_workers=64, thread_name_prefix="kernel-feeder")
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def Start(self, request: pb.KernelStartRequest, context: Any) -> pb.KernelInfo:
+        kernel_id = request.kernel_id or "default"
+        if not KERNEL_ID.match(kernel_id):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad kernel id {kernel_id!r}: use letters, digits, "
+                          "'_', '.' and '-' (at most 64)")
+        with self.lock:
+            existing = self.kernels.get(kernel_id)
+            if existing is not None and not existing.exited.is_set() and not request.restart:
+                return self._info(existing, started=False, start_ms=0.0)
+            if existing is not None:
+                existing.stop(grace_s=1.0)
+                del self.kernels[kernel_id]
+            started = time.monotonic()
+            try:
+                kernel = self._spawn(kernel_id, request.process)
+                self._wait_bound(kernel, request.start_timeout_s or DEFAULT_START_TIMEOUT_S)
+            except StartFailedError as exc:
+                context.abort(exc.code, exc.detail)
+            self.kernels[kernel_id] = kernel
+            return self._info(kernel, started=True, start_ms=(time.monotonic() - started) * 1000)
+
+    @staticmethod
+    def _info(kernel: Kernel, started: bool, start_ms: float) -> pb.KernelInfo:
+        return pb.KernelInfo(kernel_id=kernel.kernel_id, key=kernel.key.encode(), signature_scheme="hmac-sha256",
+                             pid=kernel.proc.pid, started=started, start_ms=start_ms,
+                             connection_file=kernel.connection_file)
+
+    def _spawn(self, kernel_id: str, process: pb.ExecRequest) -> Kernel:
+        try:
+            settings = process_settings(process)
+        except users.UnknownUser as exc:
+            raise StartFailedError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        except NotADirectoryError as exc:
+            raise StartFailedError(grpc.StatusCode.INVALID_ARGUMENT, exc.strerror or str(exc)) from None
+        directory = f"{KERNELS_DIR}/{kernel_id}"
+        os.makedirs(KERNELS_DIR, mode=0o711, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(directory):
+                os.unlink(os.path.join(directory, name))
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        uid, gid = settings["user"], settings["group"]
+        if uid is not None:
+            os.chown(directory, uid, gid)
+        key = str(uuid.UUID(bytes=secrets.token_bytes(16)))
+        connection = {
+            "transport": "ipc", "ip": f"{directory}/kernel", "key": key, "signature_scheme": "hmac-sha256",
+            "kernel_name": "python3", "hb_port": HB_PORT,
+            **{f"{name}_port": PORTS[ch] for name, ch in
+               (("shell", pb.SHELL), ("iopub", pb.IOPUB), ("stdin", pb.STDIN), ("control", pb.CONTROL))},
+        }
+        path = f"{directory}/connection.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(connection, f)
+        if uid is not None:
+            os.chown(path, uid, gid)
+        argv = [arg.replace("{connection_file}", path) for arg in (process.argv or DEFAULT_ARGV)]
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True, **settings)
+        except FileNotFoundError:
+            raise StartFailedError(grpc.StatusCode.NOT_FOUND, f"{argv[0]}: command not found in the image") from None
+        except OSError as exc:
+            raise StartFailedError(grpc.StatusCode.FAILED_PRECONDITION, f"{argv[0]}: {exc.strerror or exc}") from None
+        release_from_agent_oom_guard(proc.pid)
+        return Kernel(kernel_id, directory, key, proc)
+
+    @staticmethod
+    def _wait_bound(kernel: Kernel, timeout_s: float) -> None:
+        """Return once the kernel has bound all its channels (their socket files exist)."""
+        deadline = time.monotonic() + timeout_s
+        paths = [kernel.channel_path(ch) for ch in PORTS]
+        while not all(os.path.exists(p) for p in paths):
+            if kernel.exited.wait(0.01):
+                exit_msg = kernel.exit_message()
+                how = f"signal {exit_msg.signal}" if exit_msg.signal else f"code {exit_msg.exit_code}"
+                raise StartFailedError(grpc.StatusCode.FAILED_PRECONDITION,
+                                  f"the kernel exited during start-up ({how}):\n{exit_msg.output_tail}")
+            if time.monotonic() >= deadline:
+                kernel.stop(grace_s=0)
+                raise StartFailedError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  f"the kernel did not open its channels within {timeout_s:g} s; its output:\n"
+                                  f"{kernel.output_tail()}")
+
+    def Interrupt(self, request: pb.KernelRef, context: Any) -> pb.KernelReply:
+        kernel = self.kernels.get(request.kernel_id or "default")
+        if kernel is None or kernel.exited.is_set():
+            return pb.KernelReply(found=False)
+        kernel.signal_group(signal.SIGINT)
+        return pb.KernelReply(found=True)
+
+    def Stop(self, request: pb.KernelStopRequest, context: Any) -> pb.KernelReply:
+        with self.lock:
+            kernel = self.kernels.pop(request.kernel_id or "default", None)
+        if kernel is None:
+            return pb.KernelReply(found=False)
+        kernel.stop(request.grace_s)
+        return pb.KernelReply(found=True)
+
+    # -- the relay ------------------------------------------------------------------------------------------
+    def Connect(self, request_iterator: Iterator[pb.KernelClientMessage], context: Any
+                ) -> Iterator[pb.KernelServerMessage]:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("kind") != "connect":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be `connect`")
+            return
+        kernel_id = first.connect.kernel_id or "default"
+        kernel = self.kernels.get(kernel_id)
+        if kernel is None or kernel.exited.is_set():
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no kernel {kernel_id!r} is running")
+            return
+        identity = first.connect.identity or uuid.uuid4().hex.encode()
+        peers: dict[int, Peer] = {}
+        try:
+            deadline = time.monotonic() + 10.0
+            for channel in (pb.SHELL, pb.CONTROL, pb.STDIN, pb.IOPUB):
+                peers[channel] = _connect(kernel, channel, identity, deadline)
+        except (OSError, ZmtpError) as exc:
+            for peer in peers.values():
+                peer.close()
+            if kernel.exited.is_set():
+                yield pb.KernelServerMessage(exited=kernel.exit_message())
+                return
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot connect to kernel {kernel_id!r}: {exc}")
+        yield from self._relay(kernel, peers, request_iterator)
+
+    def _relay(self, kernel: Kernel, peers: dict[int, Peer], request_iterator: Iterator[pb.KernelClientMessage]
+               ) -> Iterator[pb.KernelServerMessage]:
+        done_r, done_w = os.pipe()
+
+        def feed() -> None:
+            try:
+                for msg in request_iterator:
+                    if msg.WhichOneof("kind") != "message" or msg.message.channel == pb.IOPUB:
+                        continue
+                    peer = peers.get(msg.message.channel)
+                    if peer is not None and msg.message.frames:
+                        peer.send(list(msg.message.frames))
+            except Exception:  # the client went away, or the kernel did: either way this relay is over
+                pass
+            finally:
+                # The feeder owns the write end: closing it here, never while it may still write.
+                with contextlib.suppress(OSError):
+                    os.write(done_w, b"x")
+                os.close(done_w)
+
+        sel = selectors.DefaultSelector()
+        pidfd = -1
+        fed = False
+        try:
+            for channel, peer in peers.items():
+                sel.register(peer.fileno(), selectors.EVENT_READ, channel)
+            sel.register(done_r, selectors.EVENT_READ, "done")
+            try:
+                pidfd = os.pidfd_open(kernel.proc.pid)
+                sel.register(pidfd, selectors.EVENT_READ, "exit")
+            except ProcessLookupError:
+                kernel.exited.wait(5.0)
+            self.feeders.submit(feed)
+            fed = True
+            yield pb.KernelServerMessage(connected=True)
+            while True:
+                ended = False
+                for key, _ in sel.select(None if pidfd >= 0 else 0.5):
+                    if key.data == "done":
+                        return
+                    if key.data == "exit":
+                        ended = True
+                        continue
+                    messages = peers[key.data].read_available()
+                    if messages is None:
+                        sel.unregister(key.fd)  # the kernel closed it: it is exiting
+                        continue
+                    for frames in messages:
+                        yield pb.KernelServerMessage(message=pb.KernelFrames(channel=key.data, frames=frames))
+                if ended or (pidfd < 0 and kernel.exited.is_set()):
+                    kernel.exited.wait(5.0)
+                    break
+            # The kernel is gone: deliver what it sent before dying, then say how it ended.
+            for channel, peer in peers.items():
+                for frames in peer.read_available() or []:
+                    yield pb.KernelServerMessage(message=pb.KernelFrames(channel=channel, frames=frames))  # type: ignore[arg-type]
+            yield pb.KernelServerMessage(exited=kernel.exit_message())
+        finally:
+            sel.close()
+            for peer in peers.values():
+                peer.close()
+            for fd in (pidfd, done_r, -1 if fed else done_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)

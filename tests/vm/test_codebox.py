@@ -1,0 +1,220 @@
+"""CodeBox against a real kernel in a real VM: state, rich results, errors, faults, timeouts, files, stdin.
+
+One CodeBox is shared by the module (starting a kernel costs seconds under emulation); tests that kill its
+kernel come last in their group and leave it restarted.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import boxlite
+
+pytestmark = [pytest.mark.vm, pytest.mark.anyio]
+
+
+@pytest.fixture(scope="module")
+async def cb(runtime: boxlite.Boxlite) -> AsyncIterator[boxlite.CodeBox]:
+    async with boxlite.CodeBox(runtime=runtime, memory_mib=768) as codebox:
+        yield codebox
+
+
+async def test_state_persists_and_result_prints_as_text(cb: boxlite.CodeBox) -> None:
+    await cb.run("counter = 40")
+    result = await cb.run("counter += 2\nprint('counter is', counter)\ncounter")
+    assert result.logs.stdout == ["counter is 42\n"]
+    assert result.text == "42"
+    assert result.error is None
+    assert isinstance(result.execution_count, int) and result.execution_count >= 2
+    # Upstream BoxLite returned the output text: ours is a str with that text first.
+    assert str(result).startswith("counter is 42\n")
+    assert "counter is 42" in result
+
+
+async def test_rich_results_arrive_as_mime_bundles(cb: boxlite.CodeBox) -> None:
+    chart = await cb.run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [3, 1, 2])\nplt.show()")
+    png = next(r for r in chart.results if "image/png" in r.formats())
+    assert base64.b64decode(png.png).startswith(b"\x89PNG\r\n\x1a\n")
+
+    frame = await cb.run("import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})")
+    (table,) = frame.results
+    assert table.is_main_result and "<table" in table.html and "text/plain" in table.formats()
+
+    custom = await cb.run(
+        "class Both:\n"
+        "    def _repr_html_(self): return '<b>bold</b>'\n"
+        "    def _repr_svg_(self): return '<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>'\n"
+        "Both()"
+    )
+    (both,) = custom.results
+    assert both.html == "<b>bold</b>" and both.svg.startswith("<svg")
+
+    data = await cb.run("from IPython.display import JSON, display\ndisplay(JSON({'k': [1, 2]}))")
+    assert data.results[0].json == {"k": [1, 2]} and not data.results[0].is_main_result
+
+
+async def test_prints_and_displays_keep_their_order(cb: boxlite.CodeBox) -> None:
+    seen: list[str] = []
+    result = await cb.run(
+        "from IPython.display import display, HTML\n"
+        "print('one')\ndisplay(HTML('<i>two</i>'))\nprint('three')\ndisplay(HTML('<i>four</i>'))",
+        on_stdout=lambda text: seen.append("out:" + text.strip()),
+        on_result=lambda r: seen.append("result:" + r.html),
+    )
+    order = [o.text.strip() if isinstance(o, boxlite._code_results.Stream) else o.html for o in result.outputs]
+    assert order == ["one", "<i>two</i>", "three", "<i>four</i>"]
+    assert seen == ["out:one", "result:<i>two</i>", "out:three", "result:<i>four</i>"]
+
+
+async def test_update_display_and_clear_output(cb: boxlite.CodeBox) -> None:
+    result = await cb.run(
+        "from IPython.display import display, clear_output\n"
+        "h = display('first', display_id=True)\nh.update('second')\n"
+        "print('gone soon')\nclear_output()\nprint('kept')"
+    )
+    assert result.logs.stdout == ["kept\n"]
+    assert result.results == []
+    updated = await cb.run("h2 = display('a', display_id=True)\nh2.update('b')")
+    assert [r.text for r in updated.results] == ["'b'"]
+
+
+async def test_exceptions_and_syntax_errors_are_structured(cb: boxlite.CodeBox) -> None:
+    errors: list[boxlite.CodeError] = []
+    result = await cb.run("def f():\n    raise ValueError('bad value')\nf()", on_error=errors.append)
+    assert result.error is not None and result.error.name == "ValueError" and result.error.value == "bad value"
+    assert "raise ValueError('bad value')" in result.error.traceback and "\x1b[" not in result.error.traceback
+    assert errors == [result.error]
+    assert "ValueError: bad value" in str(result)
+
+    syntax = await cb.run("def broken(:")
+    assert syntax.error is not None and syntax.error.name == "SyntaxError"
+
+    exited = await cb.run("import sys\nsys.exit(3)")
+    assert exited.error is not None and exited.error.name == "SystemExit"
+    assert (await cb.run("counter")).text == "42"  # sys.exit() does not end an IPython kernel
+
+
+async def test_input_is_answered_from_the_host(cb: boxlite.CodeBox) -> None:
+    prompts: list[tuple[str, bool]] = []
+
+    def answer(prompt: str, password: bool) -> str:
+        prompts.append((prompt, password))
+        return "Ada"
+
+    result = await cb.run("name = input('who? ')\nprint('hello', name)", on_input=answer)
+    assert prompts == [("who? ", False)]
+    assert result.logs.stdout[-1] == "hello Ada\n"
+    refused = await cb.run("input('no handler')")
+    assert refused.error is not None and "StdinNotImplemented" in refused.error.name
+
+
+async def test_timeout_interrupts_and_keeps_state(cb: boxlite.CodeBox) -> None:
+    await cb.run("kept = 'still here'")
+    with pytest.raises(boxlite.TimeoutError) as info:
+        await cb.run("import time\nprint('started', flush=True)\ntime.sleep(60)", timeout=2)
+    partial = info.value.execution  # type: ignore[attr-defined]
+    assert partial.logs.stdout == ["started\n"]
+    assert partial.error is not None and partial.error.name == "KeyboardInterrupt"
+    assert (await cb.run("kept")).text == "'still here'"
+
+
+async def test_interrupt_from_another_task(cb: boxlite.CodeBox) -> None:
+    import anyio
+
+    async def interrupt_soon() -> None:
+        await anyio.sleep(1.5)
+        await cb.interrupt()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(interrupt_soon)
+        result = await cb.run("import time\ntime.sleep(60)")
+    assert result.error is not None and result.error.name == "KeyboardInterrupt"
+
+
+async def test_huge_output_is_truncated_with_a_marker_and_streamed_whole(runtime: boxlite.Boxlite) -> None:
+    received = 0
+
+    def count(text: str) -> None:
+        nonlocal received
+        received += len(text)
+
+    async with boxlite.CodeBox(runtime=runtime, max_output_bytes=1 << 20) as small:
+        result = await small.run("import sys\nfor _ in range(20):\n    sys.stdout.write('x' * (1 << 20))",
+                                 on_stdout=count)
+        assert received == 20 << 20
+        kept = "".join(result.logs.stdout)
+        assert len(kept) < (1 << 20) + 500 and "[boxlite: output truncated" in kept
+        assert result.truncated_bytes >= 19 << 20
+        assert (await small.run("print('after')")).logs.stdout == ["after\n"]
+
+
+async def test_files_write_read_list_and_copy(cb: boxlite.CodeBox, tmp_path: Path) -> None:
+    path = await cb.files.write("data/hello.txt", "hi from the host\n")
+    assert path.endswith("/data/hello.txt") and path.startswith("/")
+    assert (await cb.run("print(open('data/hello.txt').read(), end='')")).logs.stdout == ["hi from the host\n"]
+    await cb.run("open('data/out.bin', 'wb').write(bytes(range(256)))")
+    assert await cb.files.read("data/out.bin") == bytes(range(256))
+    entries = {e.name: e for e in await cb.files.list("data")}
+    assert entries["hello.txt"].type == "file" and entries["out.bin"].size == 256
+    with pytest.raises(boxlite.NotFoundError):
+        await cb.files.read("data/missing.txt")
+    with pytest.raises(boxlite.ExecutionError):
+        await cb.files.read("data")
+    await cb.copy_out(path, tmp_path)
+    assert (tmp_path / "hello.txt").read_text() == "hi from the host\n"
+
+
+async def test_restart_gives_a_fresh_interpreter(cb: boxlite.CodeBox) -> None:
+    await cb.run("fresh_marker = 1")
+    await cb.files.write("survives.txt", "yes")
+    await cb.restart()
+    result = await cb.run("fresh_marker")
+    assert result.error is not None and result.error.name == "NameError"
+    assert (await cb.run("print(open('survives.txt').read())")).logs.stdout == ["yes\n"]
+    await cb.run("counter = 42")
+
+
+@pytest.mark.parametrize("crash", ["import os\nos._exit(0)", "import ctypes\nctypes.string_at(0)",
+                                   "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"])
+async def test_a_dying_kernel_is_reported_and_replaced(cb: boxlite.CodeBox, crash: str) -> None:
+    await cb.run("before_crash = True")
+    result = await cb.run(crash)
+    assert result.error is not None and result.error.name == "KernelDied"
+    assert "a new kernel was started" in result.error.value
+    after = await cb.run("print('alive')\n'before_crash' in globals()")
+    assert after.logs.stdout == ["alive\n"] and after.text == "False"
+
+
+async def test_out_of_memory_cell_ends_as_an_error(runtime: boxlite.Boxlite) -> None:
+    async with boxlite.CodeBox(runtime=runtime, memory_mib=512) as small:
+        result = await small.run("chunks = []\nwhile True:\n    chunks.append(bytearray(64 << 20))")
+        assert result.error is not None and result.error.name in ("MemoryError", "KernelDied")
+        assert (await small.run("1 + 1")).text == "2"
+
+
+async def test_image_without_ipykernel_names_the_fix(runtime: boxlite.Boxlite) -> None:
+    before = {b.id for b in await runtime.list_info()}
+    with pytest.raises(boxlite.ExecutionError) as info:
+        async with boxlite.CodeBox(boxlite.DEFAULT_IMAGE, runtime=runtime):
+            pass
+    assert "ipykernel" in str(info.value) and "CODEBOX_IMAGE" in str(info.value)
+    assert {b.id for b in await runtime.list_info()} == before  # the box it booted is gone again
+
+
+async def test_bad_arguments_are_config_errors(cb: boxlite.CodeBox) -> None:
+    with pytest.raises(boxlite.ConfigError):
+        await cb.run(b"1+1")  # type: ignore[arg-type]
+    with pytest.raises(boxlite.ConfigError):
+        await cb.run("1", timeout=0)
+    with pytest.raises(boxlite.ConfigError):
+        await cb.install_packages()
+
+
+async def test_install_packages_without_network_raises_with_pips_output(cb: boxlite.CodeBox) -> None:
+    with pytest.raises(boxlite.ExecError) as info:
+        await cb.install_packages("surely-not-a-real-package-name-zz")
+    assert info.value.stderr
