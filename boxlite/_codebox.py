@@ -46,6 +46,18 @@ KERNEL_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 
+# ipykernel without its debugger: importing debugpy costs ~2 s of the kernel's start under emulation, and a
+# sandboxed agent loop never attaches a debugger. CodeBox(debugger=True) keeps it (Jupyter's debug panel).
+# History lives in memory (In/Out, %history, history requests all work within the kernel's life): the
+# default SQLite file on the box's disk cost ~35 ms per cell under emulation, more than the rest of a cell.
+KERNEL_ARGV_NO_DEBUGGER = [
+    "python3", "-c",
+    "import sys; sys.modules['debugpy'] = None\nfrom ipykernel import kernelapp\nkernelapp.launch_new_instance()",
+    "-f", "{connection_file}", "--HistoryManager.hist_file=:memory:",
+]
+KERNEL_ARGV_DEBUGGER = ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                        "--HistoryManager.hist_file=:memory:"]
+
 InputHandler = Callable[[str, bool], "str | Awaitable[str]"]
 
 
@@ -122,6 +134,10 @@ class CodeBoxFiles:
 class CodeBox(SimpleBox):
     """A box running a persistent IPython kernel.
 
+    kernel_argv: the kernel's command ("{connection_file}" is replaced), default ipykernel (without its
+    debugger unless debugger=True); kernel_env adds to the box's environment; run() keeps at most
+    max_output_bytes of printed text per cell.
+
         async with boxlite.CodeBox() as cb:
             await cb.run("import pandas as pd; df = pd.DataFrame({'a': [1, 2]})")
             result = await cb.run("df")          # result.results[0].html is the table
@@ -136,12 +152,13 @@ class CodeBox(SimpleBox):
         runtime: Boxlite | None = None,
         *,
         kernel_argv: list[str] | None = None,
+        debugger: bool = False,
         kernel_env: dict[str, str] | None = None,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         **kwargs: Any,
     ) -> None:
         super().__init__(image or _default_image(), memory_mib=memory_mib, cpus=cpus, runtime=runtime, **kwargs)
-        self.kernel_argv = list(kernel_argv or [])
+        self.kernel_argv = list(kernel_argv or (KERNEL_ARGV_DEBUGGER if debugger else KERNEL_ARGV_NO_DEBUGGER))
         self.kernel_env = {**KERNEL_ENV, **(kernel_env or {})}
         self.max_output_bytes = max_output_bytes
         self._kernel: KernelClient | None = None

@@ -297,6 +297,9 @@ class KernelClient:
                 kind = reply.WhichOneof("kind")
                 if kind == "message":
                     self._deliver(session, reply.message)
+                elif kind == "batch":
+                    for frames in reply.batch.messages:
+                        self._deliver(session, frames)
                 elif kind == "exited":
                     gone = self._gone_from(reply.exited)
                     break

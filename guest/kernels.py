@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import re
 import secrets
 import selectors
@@ -38,6 +39,8 @@ PORTS: dict[int, int] = {pb.SHELL: 1, pb.IOPUB: 2, pb.STDIN: 3, pb.CONTROL: 4}
 HB_PORT = 5
 SOCKET_TYPES: dict[int, str] = {pb.SHELL: "DEALER", pb.CONTROL: "DEALER", pb.STDIN: "DEALER", pb.IOPUB: "SUB"}
 TAIL_BYTES = 16 * 1024
+# A batch to the host is cut at this size (big outputs travel as several messages, memory stays bounded).
+BATCH_BYTES = 1 << 20
 DEFAULT_START_TIMEOUT_S = 60.0
 KERNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -256,7 +259,12 @@ class KernelService(pb_grpc.KernelServicer):
 
     def _relay(self, kernel: Kernel, peers: dict[int, Peer], request_iterator: Iterator[pb.KernelClientMessage]
                ) -> Iterator[pb.KernelServerMessage]:
-        done_r, done_w = os.pipe()
+        """Three threads per connection: the feeder writes the client's messages to the kernel; the reader
+        reads the kernel's into a queue; this generator sends what has queued up, batched (while one reply is
+        being sent, the next messages gather)."""
+        out: queue.SimpleQueue[pb.KernelFrames | pb.KernelExit | None] = queue.SimpleQueue()
+        done_r, done_w = os.pipe()  # the feeder says the client has finished (it owns done_w)
+        stop_r, stop_w = os.pipe()  # this generator tells the reader to stop
 
         def feed() -> None:
             try:
@@ -269,26 +277,64 @@ class KernelService(pb_grpc.KernelServicer):
             except Exception:  # the client went away, or the kernel did: either way this relay is over
                 pass
             finally:
-                # The feeder owns the write end: closing it here, never while it may still write.
                 with contextlib.suppress(OSError):
                     os.write(done_w, b"x")
                 os.close(done_w)
 
+        reader = threading.Thread(target=self._read_kernel, args=(kernel, peers, out, done_r, stop_r), daemon=True,
+                                  name=f"kernel-{kernel.kernel_id}-relay")
+        fed = False
+        try:
+            reader.start()
+            self.feeders.submit(feed)
+            fed = True
+            yield pb.KernelServerMessage(connected=True)
+            more = object()  # "the queue is empty for now" (or the batch is full)
+            while True:
+                item: Any = out.get()
+                batch: list[pb.KernelFrames] = []
+                size = 0
+                while isinstance(item, pb.KernelFrames):
+                    batch.append(item)
+                    size += sum(len(f) for f in item.frames)
+                    try:
+                        item = out.get_nowait() if size < BATCH_BYTES else more
+                    except queue.Empty:
+                        item = more
+                if len(batch) == 1:
+                    yield pb.KernelServerMessage(message=batch[0])
+                elif batch:
+                    yield pb.KernelServerMessage(batch=pb.KernelBatch(messages=batch))
+                if item is more:
+                    continue
+                if isinstance(item, pb.KernelExit):
+                    yield pb.KernelServerMessage(exited=item)
+                return  # None: the reader stopped (the client finished, or the connection broke)
+        finally:
+            with contextlib.suppress(OSError):
+                os.write(stop_w, b"x")
+            reader.join(10.0)
+            for peer in peers.values():
+                peer.close()
+            for fd in (done_r, stop_r, stop_w, -1 if fed else done_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+    @staticmethod
+    def _read_kernel(kernel: Kernel, peers: dict[int, Peer], out: queue.SimpleQueue[Any], done_r: int,
+                     stop_r: int) -> None:
+        """Queue every message the kernel sends; at its end, what it sent last and then how it ended."""
         sel = selectors.DefaultSelector()
         pidfd = -1
-        fed = False
         try:
             for channel, peer in peers.items():
                 sel.register(peer.fileno(), selectors.EVENT_READ, channel)
             sel.register(done_r, selectors.EVENT_READ, "done")
-            try:
+            sel.register(stop_r, selectors.EVENT_READ, "done")
+            with contextlib.suppress(ProcessLookupError):
                 pidfd = os.pidfd_open(kernel.proc.pid)
                 sel.register(pidfd, selectors.EVENT_READ, "exit")
-            except ProcessLookupError:
-                kernel.exited.wait(5.0)
-            self.feeders.submit(feed)
-            fed = True
-            yield pb.KernelServerMessage(connected=True)
             while True:
                 ended = False
                 for key, _ in sel.select(None if pidfd >= 0 else 0.5):
@@ -302,20 +348,19 @@ class KernelService(pb_grpc.KernelServicer):
                         sel.unregister(key.fd)  # the kernel closed it: it is exiting
                         continue
                     for frames in messages:
-                        yield pb.KernelServerMessage(message=pb.KernelFrames(channel=key.data, frames=frames))
+                        out.put(pb.KernelFrames(channel=key.data, frames=frames))
                 if ended or (pidfd < 0 and kernel.exited.is_set()):
-                    kernel.exited.wait(5.0)
                     break
             # The kernel is gone: deliver what it sent before dying, then say how it ended.
+            kernel.exited.wait(5.0)
             for channel, peer in peers.items():
                 for frames in peer.read_available() or []:
-                    yield pb.KernelServerMessage(message=pb.KernelFrames(channel=channel, frames=frames))  # type: ignore[arg-type]
-            yield pb.KernelServerMessage(exited=kernel.exit_message())
+                    out.put(pb.KernelFrames(channel=channel, frames=frames))  # type: ignore[arg-type]
+            out.put(kernel.exit_message())
+        except Exception:  # the connection broke: end the relay rather than hang it
+            pass
         finally:
+            out.put(None)
             sel.close()
-            for peer in peers.values():
-                peer.close()
-            for fd in (pidfd, done_r, -1 if fed else done_w):
-                if fd >= 0:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+            if pidfd >= 0:
+                os.close(pidfd)

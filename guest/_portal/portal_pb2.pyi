@@ -133,6 +133,12 @@ class GuestMetrics(_message.Message):
     uptime_s: float
     def __init__(self, cpu_busy_s: _Optional[float] = ..., cpu_total_s: _Optional[float] = ..., mem_total_bytes: _Optional[int] = ..., mem_available_bytes: _Optional[int] = ..., processes: _Optional[int] = ..., uptime_s: _Optional[float] = ..., disk_total_bytes: _Optional[int] = ..., disk_used_bytes: _Optional[int] = ...) -> None: ...
 
+class KernelBatch(_message.Message):
+    __slots__ = ["messages"]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[KernelFrames]
+    def __init__(self, messages: _Optional[_Iterable[_Union[KernelFrames, _Mapping]]] = ...) -> None: ...
+
 class KernelClientMessage(_message.Message):
     __slots__ = ["connect", "message"]
     CONNECT_FIELD_NUMBER: _ClassVar[int]
@@ -198,14 +204,16 @@ class KernelReply(_message.Message):
     def __init__(self, found: bool = ...) -> None: ...
 
 class KernelServerMessage(_message.Message):
-    __slots__ = ["connected", "exited", "message"]
+    __slots__ = ["batch", "connected", "exited", "message"]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     EXITED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    batch: KernelBatch
     connected: bool
     exited: KernelExit
     message: KernelFrames
-    def __init__(self, connected: bool = ..., message: _Optional[_Union[KernelFrames, _Mapping]] = ..., exited: _Optional[_Union[KernelExit, _Mapping]] = ...) -> None: ...
+    def __init__(self, connected: bool = ..., message: _Optional[_Union[KernelFrames, _Mapping]] = ..., exited: _Optional[_Union[KernelExit, _Mapping]] = ..., batch: _Optional[_Union[KernelBatch, _Mapping]] = ...) -> None: ...
 
 class KernelStartRequest(_message.Message):
     __slots__ = ["kernel_id", "process", "restart", "start_timeout_s"]
