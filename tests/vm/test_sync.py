@@ -36,3 +36,23 @@ def test_sync_simplebox_reports_errors_as_the_async_api_does(vm_home: Path) -> N
         with pytest.raises(boxlite.ExecError) as err:
             box.exec("sh", "-c", "echo nope >&2; exit 3", check=True)
         assert err.value.exit_code == 3 and "nope" in err.value.stderr
+
+
+def test_sync_codebox_works_inside_a_running_event_loop(vm_home: Path) -> None:
+    """As in a Jupyter cell: a loop is running in this thread, and the sync API still just works."""
+    import asyncio
+
+    from boxlite.sync_api import SyncCodeBox
+
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=vm_home))
+
+    async def notebook_cell() -> tuple[str, str | None, bytes | str]:
+        with SyncCodeBox(runtime=runtime) as cb:
+            cb.run("x = 21")
+            printed = cb.run("print('x is', x)")
+            value = cb.run("x * 2")
+            cb.files.write("note.txt", "kept")
+            return str(printed), value.text, cb.files.read("note.txt")
+
+    printed, value, note = asyncio.run(notebook_cell())
+    assert (printed, value, note) == ("x is 21\n", "42", b"kept")
