@@ -510,3 +510,34 @@ async def test_safe_tricky_archive_lands_inside(box: boxlite.SimpleBox, channel:
                        check=True)
     assert r.stdout == "data\ndata\ndata\ncharacter special file 1:3\nfifo 0:0\n"
     await assert_alive(box, channel)
+
+
+# -- a real kernel, fed garbage ----------------------------------------------------------------------------------------
+async def test_garbage_frames_to_a_running_kernel(runtime: boxlite.Boxlite) -> None:
+    """Kernel.Connect relays whatever frames arrive, unread: garbage on every channel (and on channels that do not
+    exist), empty and oversized frames, an identity ZeroMQ cannot carry. The kernel and the agent carry on."""
+    async with boxlite.CodeBox(runtime=runtime, memory_mib=768) as cb:
+        assert "42" in str(await cb.run("6 * 7"))
+        path = cb.box.socket_dir / "portal.sock"
+        async with grpc.aio.insecure_channel(f"unix:{path}", options=[("grpc.max_send_message_length", 8 * MIB)]
+                                             ) as ch:
+            kernel = pb_grpc.KernelStub(ch)
+            garbage = [os.urandom(64), b"", b"<IDS|MSG>", b"{not json", os.urandom(3 * MIB)]
+            channels = [pb.SHELL, pb.IOPUB, pb.STDIN, pb.CONTROL, 99, -1]
+            messages = [pb.KernelClientMessage(message=pb.KernelFrames(channel=c, frames=frames))  # type: ignore[arg-type]
+                        for c in channels for frames in ([g] for g in garbage)]
+            messages += [pb.KernelClientMessage(message=pb.KernelFrames(channel=pb.SHELL, frames=[b""] * 1000)),
+                         pb.KernelClientMessage(message=pb.KernelFrames(channel=pb.SHELL, frames=[])),
+                         pb.KernelClientMessage(connect=pb.KernelConnect(kernel_id="default"))]
+            for identity in (b"", b"x" * 1000, os.urandom(16)):
+                first = pb.KernelClientMessage(connect=pb.KernelConnect(kernel_id="default", identity=identity))
+                call = kernel.Connect(iter([first, *messages]), timeout=CALL_TIMEOUT)
+                try:
+                    async for _ in call:
+                        pass
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED), exc
+        # The kernel keeps its state and answers; the agent answers too.
+        assert "43" in str(await cb.run("6 * 7 + 1"))
+        await cb.box._client.ping()
+        assert (await cb.exec("echo", "ok")).stdout == "ok\n"
