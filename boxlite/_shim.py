@@ -102,6 +102,7 @@ class Shim:
         self.link = GuestLink(self.plan)
         self.stop_requested = False
         self.procs: list[asyncio.subprocess.Process] = []
+        self.filter_server: asyncio.AbstractServer | None = None
 
     def report(self, event: dict[str, Any]) -> None:
         if self.status_fd is None:
@@ -146,6 +147,9 @@ class Shim:
                 raise NetworkError(f"passt (the user-mode network) did not start: {_tail(self.box_dir / 'passt.log')}",
                                    fix="check that `passt --version` runs, or use network='disabled'")
             await asyncio.sleep(0.002)
+        from boxlite import _netfilter
+
+        self.filter_server = await _netfilter.serve(net["filter_socket"], str(socket_path))
 
     async def _wait_ready(self, listener: socket.socket, qemu: asyncio.subprocess.Process) -> bytes:
         loop = asyncio.get_running_loop()
@@ -230,6 +234,8 @@ class Shim:
             self.report(event)
         finally:
             net.close()
+            if self.filter_server is not None:
+                self.filter_server.close()
             if server is not None:
                 server.close()
             for proc in self.procs:

@@ -116,9 +116,10 @@ def plan_network(box_id: str, network: NetworkSpec, ports: list[PortSpec], volum
 
             raise NetworkError("network mode 'enabled' needs passt, which is not installed",
                                fix="apt-get install passt, or create the box with network='disabled'")
-        passt_socket = socket_dir / "net.sock"
+        # QEMU connects to the shim's frame filter (boxlite/_netfilter.py), which connects to passt.
+        passt_socket = socket_dir / "passt.sock"
         passt_cmd = passt_argv(passt, passt_socket, os.getuid(), os.getgid())
-        qemu_args += ["-netdev", f"stream,id=net0,server=off,addr.type=unix,addr.path={passt_socket}",
+        qemu_args += ["-netdev", f"stream,id=net0,server=off,addr.type=unix,addr.path={socket_dir / 'net.sock'}",
                       "-device", f"virtio-net-device,netdev=net0,mac={_mac(box_id)}"]
     rules = rule_table(network) if kind == "allowlist" else []
     net: dict[str, Any] = {"kind": kind}
@@ -161,4 +162,5 @@ def launch_entry(plan: NetPlan) -> dict[str, Any]:
     """What the shim needs (the `net` entry of launch.json)."""
     return {"guest_config": plan.guest_config, "config_port": CONFIG_PORT, "rules": plan.rules,
             "ports": plan.ports, "passt_argv": plan.passt_argv,
-            "passt_socket": str(plan.passt_socket) if plan.passt_socket else None}
+            "passt_socket": str(plan.passt_socket) if plan.passt_socket else None,
+            "filter_socket": str(plan.passt_socket.with_name("net.sock")) if plan.passt_socket else None}
