@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 # The name a box uses for the host's own loopback, when an allow rule lets it there.
 HOST_ALIAS = "host.boxlite.internal"
 _LOOPBACK_NAMES = {HOST_ALIAS, "localhost"}
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$")
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 # Guest paths a volume may not cover: the box's own system mounts.
 _RESERVED_GUEST = ("/proc", "/sys", "/dev", "/run/boxlite")
 

@@ -150,12 +150,12 @@ class NetworkSide:
     async def _egress(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             rule = self.rules[int(await _read_header(reader))]
-        except (ValueError, KeyError, asyncio.TimeoutError, asyncio.IncompleteReadError, OSError):
+        except (TimeoutError, ValueError, KeyError, asyncio.IncompleteReadError, OSError):
             writer.close()
             return
         try:
             remote = await asyncio.wait_for(asyncio.open_connection(rule["connect"], int(rule["port"])), 30)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             writer.close()
             return
         await splice((reader, writer), remote)

@@ -79,7 +79,7 @@ print("sent")
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+    def do_GET(self) -> None:
         body = b"host-loopback-secret"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
