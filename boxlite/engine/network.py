@@ -52,8 +52,8 @@ def passt_argv(binary: Path, socket: Path, uid: int, gid: int) -> list[str]:
     # --runas: started as root, passt would switch to `nobody`, who cannot bind in the box's socket directory
     # (under root's home, say); it isolates itself in namespaces and a seccomp filter either way.
     return [str(binary), "--runas", f"{uid}:{gid}", "--foreground", "--quiet", "--one-off", "--socket", str(socket),
-            "--ipv4-only", "--no-map-gw", "--address", GUEST_ADDRESS, "--netmask", str(GUEST_PREFIX), "--gateway", GATEWAY,
-            "--dns-forward", DNS, "--mtu", str(MTU), "--tcp-ports", "none", "--udp-ports", "none",
+            "--ipv4-only", "--no-map-gw", "--address", GUEST_ADDRESS, "--netmask", str(GUEST_PREFIX),
+            "--gateway", GATEWAY, "--dns-forward", DNS, "--mtu", str(MTU), "--tcp-ports", "none", "--udp-ports", "none",
             "--no-dhcp", "--no-ndp", "--no-dhcpv6", "--no-ra"]
 
 
