@@ -21,7 +21,6 @@ from boxlite import _files
 from boxlite._errors import (
     BoxliteError,
     EngineError,
-    ExecutionError,
     InvalidStateError,
     NetworkError,
     PortalError,
@@ -284,14 +283,15 @@ class Box:
         *,
         timeout: float | None = None,
         stdin: bool = False,
+        tty_size: tuple[int, int] | None = None,
     ) -> Execution:
         """Start `cmd args...` in the box and return at once; the Execution streams its output.
 
         env adds to the image's environment; user ("name", "uid[:gid]") and cwd default to the image's.
         A timeout kills the command's whole process group. stdin=True lets you write_stdin()/close_stdin().
+        tty=True runs it on a pseudo-terminal of tty_size (rows, cols; 24x80 by default): its output all
+        arrives as stdout, and Execution.resize() changes the size.
         """
-        if tty:
-            raise ExecutionError("tty=True is not supported yet", fix="run without a terminal (tty=False)")
         rec = self._require_running("execute")
         image = rec.image
         cfg = rec.config
@@ -304,6 +304,9 @@ class Box:
             cwd=cwd or cfg.get("working_dir") or image.get("working_dir") or "/",
             user=user or cfg.get("user") or image.get("user") or "", timeout_s=float(limit or 0), stdin=stdin,
         )
+        if tty:
+            rows, cols = tty_size or (24, 80)
+            request.tty.CopyFrom(pb.TtySize(rows=rows, cols=cols))
         store = self._runtime._store
 
         def on_exit(status: ExecStatus) -> None:
