@@ -351,11 +351,12 @@ async def test_tty_command_sees_a_terminal_of_its_size(box: boxlite.SimpleBox) -
 
 
 async def test_tty_resize_reaches_the_command(box: boxlite.SimpleBox) -> None:
-    script = ("import os, signal, sys\n"
-              "signal.signal(signal.SIGWINCH, lambda *a: (print('size', os.get_terminal_size(), flush=True),"
-              " sys.exit(0)))\n"
+    # SIGWINCH is blocked, then waited for: it may come while "ready" is still being written.
+    script = ("import os, signal\n"
+              "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})\n"
               "print('ready', flush=True)\n"
-              "signal.pause()\n")
+              "signal.sigwait({signal.SIGWINCH})\n"
+              "print('size', os.get_terminal_size(), flush=True)\n")
     execution = await box.box.exec("python3", ["-c", script], tty=True, stdin=True, timeout=60)
     lines = execution.stdout()
     async for line in lines:

@@ -31,9 +31,11 @@ def test_run_with_volume_and_no_network(cli_home: Path, tmp_path: Path) -> None:
 
 TTY_SCRIPT = """
 import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})
 print("tty", os.isatty(0), os.get_terminal_size(), flush=True)
-signal.signal(signal.SIGWINCH, lambda *a: print("resized", os.get_terminal_size(), flush=True))
 print("ready", flush=True)
+signal.sigwait({signal.SIGWINCH})
+print("resized", os.get_terminal_size(), flush=True)
 line = sys.stdin.readline()
 print("got", line.strip(), flush=True)
 """
