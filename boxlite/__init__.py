@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from boxlite._box import Box, BoxInfo
     from boxlite._execution import ExecResult, ExecStatus, Execution
     from boxlite._metrics import BoxMetrics, RuntimeMetrics
+    from boxlite._netopts import NetworkSpec, PortSpec, VolumeSpec
     from boxlite._options import BoxOptions, Options
     from boxlite._runtime import Boxlite
     from boxlite._simplebox import SimpleBox
@@ -54,6 +55,7 @@ _LAZY = {
     "CODEBOX_IMAGE": "boxlite.images",
     "SyncBoxlite": "boxlite._sync", "SyncBox": "boxlite._sync", "SyncSimpleBox": "boxlite._sync",
     "SyncExecution": "boxlite._sync",
+    "NetworkSpec": "boxlite._netopts", "PortSpec": "boxlite._netopts", "VolumeSpec": "boxlite._netopts",
 }
 
 
@@ -87,9 +89,11 @@ __all__ = [
     "InternalError",
     "InvalidStateError",
     "NetworkError",
+    "NetworkSpec",
     "NotFoundError",
     "Options",
     "ParseError",
+    "PortSpec",
     "PortalError",
     "RuntimeMetrics",
     "SimpleBox",
@@ -100,4 +104,5 @@ __all__ = [
     "SyncSimpleBox",
     "TimeoutError",
     "UnsupportedEngineError",
+    "VolumeSpec",
 ]
