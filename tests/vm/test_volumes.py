@@ -54,7 +54,8 @@ async def test_read_only_volume_refuses_writes(vbox: boxlite.SimpleBox, shared: 
     r = await vbox.exec("sh", "-c", "echo x >> /mnt/ro/given.txt")
     assert r.exit_code != 0
     # Root in the box remounting it read-write gains nothing: QEMU itself refuses the writes.
-    await vbox.exec("mount", "-o", "remount,rw", "/mnt/ro")
+    remount = await vbox.exec("mount", "-o", "remount,rw", "/mnt/ro")
+    assert remount.exit_code == 0, remount.stderr
     r = await vbox.exec("sh", "-c", "echo x > /mnt/ro/new.txt; rm -f /mnt/ro/given.txt; mkdir /mnt/ro/d")
     assert r.exit_code != 0
     assert sorted(os.listdir(shared["ro"])) == ["given.txt"]
