@@ -21,8 +21,8 @@ from boxlite import _files
 from boxlite._errors import (
     BoxliteError,
     EngineError,
-    ExecutionError,
     InvalidStateError,
+    NetworkError,
     PortalError,
     TimeoutError,
 )
@@ -32,6 +32,7 @@ from boxlite._portal import portal_pb2 as pb
 from boxlite._portal_client import PortalClient
 from boxlite._state import ACTIVE, FAILED, RUNNING, STARTING, STOPPED, STOPPING, BoxRecord, process_alive
 from boxlite.engine import Accel, VmSpec, qemu_argv, vsock_device_argv
+from boxlite.engine.network import CONFIG_PORT, launch_entry, plan_from_config
 
 if TYPE_CHECKING:
     from boxlite._runtime import Boxlite
@@ -57,6 +58,8 @@ class BoxInfo(BaseModel):
     guest_boot_ms: float | None
     box_dir: str
     error: str | None
+    # Published ports as bound on the host (host port 0 replaced by the one picked), while running.
+    ports: list[dict[str, Any]] = []
 
     @property
     def state(self) -> str:
@@ -130,7 +133,15 @@ class Box:
             cpus=cfg["cpus"], memory_mib=cfg["memory_mib"], disk_size_gb=cfg.get("disk_size_gb"),
             created_at=_when(rec.created_at) or datetime.now(UTC), started_at=_when(rec.started_at),
             guest_boot_ms=rec.guest_boot_ms, box_dir=rec.box_dir, error=rec.error,
+            ports=self._published_ports() if rec.status == RUNNING else [],
         )
+
+    def _published_ports(self) -> list[dict[str, Any]]:
+        try:
+            ports: list[dict[str, Any]] = json.loads((self.box_dir / "ports.json").read_text())
+        except (OSError, ValueError):
+            return []
+        return ports
 
     def _require_running(self, action: str) -> BoxRecord:
         rec = self._refresh()
@@ -158,6 +169,7 @@ class Box:
         accel = rt._accel()
         sockets = self.socket_dir
         vhost_user = assets.vsock_device is not None and not Path("/dev/vhost-vsock").exists()
+        net = plan_from_config(rec.id, rec.config, sockets)
         spec = VmSpec(
             qemu=assets.qemu, kernel=assets.kernel, guest_root=assets.guest_root,
             box_disk=self.box_dir / "disk.qcow2", box_dir=self.box_dir, accel=accel,
@@ -166,11 +178,13 @@ class Box:
             vhost_user_socket=sockets / "vhost.sock" if vhost_user else None,
             guest_cid=3 if vhost_user else 3 + int(rec.id[:6], 16) % 1_000_000,
             tsc_khz=rt._tsc_khz(), socket_dir=sockets,
+            devices=net.qemu_args, extra_cmdline=[f"boxlite.config={CONFIG_PORT}"],
         )
         plan: dict[str, Any] = {
             "box_id": rec.id, "db": str(rt._store.path), "qemu_argv": qemu_argv(spec),
             "ready_port": spec.ready_port, "guest_cid": spec.guest_cid, "boot_timeout": rt.options.boot_timeout_s,
             "auto_remove": rec.config.get("auto_remove", False), "socket_dir": str(sockets),
+            "net": launch_entry(net),
         }
         if vhost_user:
             assert assets.vsock_device is not None and spec.vhost_user_socket is not None
@@ -214,6 +228,9 @@ class Box:
             with contextlib.suppress(BoxliteError):
                 if self._refresh().status in ACTIVE:
                     store.update(self.id, status=FAILED, error=error)
+            if event.get("kind") == "network":
+                raise NetworkError(f"box {self.id} failed to start: {error}",
+                                   fix=event.get("fix") or "check the box's ports and network options")
             if event.get("timeout"):
                 raise TimeoutError(f"box {self.id} did not boot: {error}",
                                    fix="raise Options(boot_timeout_s=...) or check the console log in "
@@ -266,14 +283,15 @@ class Box:
         *,
         timeout: float | None = None,
         stdin: bool = False,
+        tty_size: tuple[int, int] | None = None,
     ) -> Execution:
         """Start `cmd args...` in the box and return at once; the Execution streams its output.
 
         env adds to the image's environment; user ("name", "uid[:gid]") and cwd default to the image's.
         A timeout kills the command's whole process group. stdin=True lets you write_stdin()/close_stdin().
+        tty=True runs it on a pseudo-terminal of tty_size (rows, cols; 24x80 by default): its output all
+        arrives as stdout, and Execution.resize() changes the size.
         """
-        if tty:
-            raise ExecutionError("tty=True is not supported yet", fix="run without a terminal (tty=False)")
         rec = self._require_running("execute")
         image = rec.image
         cfg = rec.config
@@ -286,6 +304,9 @@ class Box:
             cwd=cwd or cfg.get("working_dir") or image.get("working_dir") or "/",
             user=user or cfg.get("user") or image.get("user") or "", timeout_s=float(limit or 0), stdin=stdin,
         )
+        if tty:
+            rows, cols = tty_size or (24, 80)
+            request.tty.CopyFrom(pb.TtySize(rows=rows, cols=cols))
         store = self._runtime._store
 
         def on_exit(status: ExecStatus) -> None:

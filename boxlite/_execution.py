@@ -164,6 +164,10 @@ class Execution:
             self._stdin_closed = True
             await self._send(pb.ExecInput(close_stdin=True))
 
+    async def resize(self, rows: int, cols: int) -> None:
+        """Change the size of a tty command's terminal (it gets SIGWINCH)."""
+        await self._send(pb.ExecInput(resize=pb.TtySize(rows=rows, cols=cols)))
+
     # Names the reference SDK uses for the same two operations.
     send_input = write_stdin
 

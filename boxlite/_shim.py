@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from boxlite._errors import NetworkError
+from boxlite._relay import NetworkSide
 from boxlite._state import FAILED, RUNNING, STOPPED, STOPPING, StateStore, host_boot_id, process_start_ticks
 
 PORTAL_PORT = 2695
@@ -100,6 +102,7 @@ class Shim:
         self.link = GuestLink(self.plan)
         self.stop_requested = False
         self.procs: list[asyncio.subprocess.Process] = []
+        self.filter_server: asyncio.AbstractServer | None = None
 
     def report(self, event: dict[str, Any]) -> None:
         if self.status_fd is None:
@@ -128,6 +131,25 @@ class Shim:
             if proc.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"vhost-device-vsock did not start: {_tail(self.box_dir / 'vsock.log')}")
             await asyncio.sleep(0.002)
+
+    async def _start_passt(self) -> None:
+        """The user-mode NAT of an `enabled` network (boxlite/engine/network.py), before QEMU connects to it."""
+        net = self.plan.get("net") or {}
+        if not net.get("passt_argv"):
+            return
+        socket_path = Path(net["passt_socket"])
+        with contextlib.suppress(FileNotFoundError):
+            socket_path.unlink()
+        proc = await self._spawn(net["passt_argv"], "passt.log")
+        deadline = time.monotonic() + 10
+        while not socket_path.exists():
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise NetworkError(f"passt (the user-mode network) did not start: {_tail(self.box_dir / 'passt.log')}",
+                                   fix="check that `passt --version` runs, or use network='disabled'")
+            await asyncio.sleep(0.002)
+        from boxlite import _netfilter
+
+        self.filter_server = await _netfilter.serve(net["filter_socket"], str(socket_path))
 
     async def _wait_ready(self, listener: socket.socket, qemu: asyncio.subprocess.Process) -> bytes:
         loop = asyncio.get_running_loop()
@@ -181,7 +203,11 @@ class Shim:
                           boot_id=host_boot_id())
         qemu: asyncio.subprocess.Process | None = None
         server: asyncio.AbstractServer | None = None
+        net = NetworkSide(self.plan, self.box_dir, self.link.connect, self.link.listen_socket)
         try:
+            net.bind()  # first: a published port in use fails the start before anything runs
+            await net.serve_guest_side()
+            await self._start_passt()
             await self._start_vsock_device()
             listener = self.link.listen_socket(int(self.plan["ready_port"]))
             qemu = await self._spawn(self.plan["qemu_argv"], "qemu.log")
@@ -190,8 +216,9 @@ class Shim:
             ready = await self._wait_ready(listener, qemu)
             listener.close()
             boot_ms = _guest_boot_ms(ready)
+            await net.serve_ports()
             self.store.update(self.box_id, status=RUNNING, guest_boot_ms=boot_ms, error=None)
-            self.report({"event": "ready", "guest_boot_ms": boot_ms, "vmm_pid": qemu.pid})
+            self.report({"event": "ready", "guest_boot_ms": boot_ms, "vmm_pid": qemu.pid, "ports": net.published})
             code = await qemu.wait()
             status, error = STOPPED, None
             rec = self.store.find(self.box_id)
@@ -200,8 +227,15 @@ class Shim:
                 error = f"the VM exited unexpectedly (code {code}): {_tail(self.box_dir / 'console.log', 3)}"
         except Exception as exc:
             status, error = FAILED, str(exc) or type(exc).__name__
-            self.report({"event": "failed", "error": error, "timeout": isinstance(exc, TimeoutError)})
+            event = {"event": "failed", "error": error, "timeout": isinstance(exc, TimeoutError)}
+            if isinstance(exc, NetworkError):
+                error = event["error"] = exc.detail
+                event.update(kind="network", fix=exc.fix)
+            self.report(event)
         finally:
+            net.close()
+            if self.filter_server is not None:
+                self.filter_server.close()
             if server is not None:
                 server.close()
             for proc in self.procs:

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 import guest
-from guest import bridge, syscalls, system
+from guest import boxconfig, bridge, syscalls, system
 from guest._portal import portal_pb2 as pb
 from guest._portal import portal_pb2_grpc as pb_grpc
 from guest.execution import ExecutionService
@@ -157,7 +157,8 @@ def main() -> None:
     _guard_against_oom()
     _log(f"agent started at {system.uptime_s():.2f}s")
     with open("/proc/cmdline") as f:
-        params = system.boot_params(f.read())
+        cmdline = f.read()
+    params = system.boot_params(cmdline)
     system.set_hostname(params.hostname)
     root = system.mount_image_root(params.image_device)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=[("grpc.so_reuseport", 0)])
@@ -175,6 +176,7 @@ def main() -> None:
     _keep_own_modules_importable()
     os.chroot(root)
     os.chdir("/")
+    boxconfig.setup(cmdline)  # network, published ports, shared folders (inside the image's root)
     listener = bridge.listen(PORTAL_PORT)
     threading.Thread(target=bridge.serve_forever, args=(listener, "\0" + PORTAL_NAME), daemon=True).start()
     _signal_ready(params.ready_port, system.uptime_s())

@@ -29,6 +29,8 @@ class VmSpec:
     # Where unix sockets go (paths are limited to 108 bytes); the box directory when None.
     socket_dir: Path | None = None
     extra_cmdline: list[str] = field(default_factory=list)
+    # More devices (network, shared folders: boxlite/engine/network.py), as QEMU arguments.
+    devices: list[str] = field(default_factory=list)
 
     @property
     def console_log(self) -> Path:
@@ -80,6 +82,12 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         argv += ["-device", f"vhost-vsock-device,guest-cid={spec.guest_cid}"]
     # Entropy from the host: without it the guest's first getrandom() blocks for a second or more under TCG.
     argv += ["-object", "rng-random,id=rng,filename=/dev/urandom", "-device", "virtio-rng-device,rng=rng"]
+    if spec.devices:
+        # Without ACPI, microvm has 8 virtio-mmio transports on IRQs 5-12, filled from the top; the fifth device
+        # lands on IRQ 8, the RTC's, and its driver fails to probe ("Flags mismatch irq 8"). A device no
+        # driver of ours claims (no SCSI in the guest kernel) takes that slot.
+        argv += ["-device", "virtio-scsi-device,id=rtc-irq-hole"]
+    argv += spec.devices
     argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
     argv += ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
     return argv

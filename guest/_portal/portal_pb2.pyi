@@ -41,16 +41,18 @@ class ExecExit(_message.Message):
     def __init__(self, exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., timed_out: bool = ..., duration_ms: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ExecInput(_message.Message):
-    __slots__ = ["close_stdin", "signal", "start", "stdin"]
+    __slots__ = ["close_stdin", "resize", "signal", "start", "stdin"]
     CLOSE_STDIN_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     STDIN_FIELD_NUMBER: _ClassVar[int]
     close_stdin: bool
+    resize: TtySize
     signal: int
     start: ExecRequest
     stdin: bytes
-    def __init__(self, start: _Optional[_Union[ExecRequest, _Mapping]] = ..., stdin: _Optional[bytes] = ..., close_stdin: bool = ..., signal: _Optional[int] = ...) -> None: ...
+    def __init__(self, start: _Optional[_Union[ExecRequest, _Mapping]] = ..., stdin: _Optional[bytes] = ..., close_stdin: bool = ..., signal: _Optional[int] = ..., resize: _Optional[_Union[TtySize, _Mapping]] = ...) -> None: ...
 
 class ExecOutput(_message.Message):
     __slots__ = ["exit", "started", "stderr", "stdout"]
@@ -65,7 +67,7 @@ class ExecOutput(_message.Message):
     def __init__(self, started: _Optional[_Union[ExecStarted, _Mapping]] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., exit: _Optional[_Union[ExecExit, _Mapping]] = ...) -> None: ...
 
 class ExecRequest(_message.Message):
-    __slots__ = ["argv", "cwd", "env", "stdin", "timeout_s", "user"]
+    __slots__ = ["argv", "cwd", "env", "stdin", "timeout_s", "tty", "user"]
     class EnvEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,14 +80,16 @@ class ExecRequest(_message.Message):
     ENV_FIELD_NUMBER: _ClassVar[int]
     STDIN_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     argv: _containers.RepeatedScalarFieldContainer[str]
     cwd: str
     env: _containers.ScalarMap[str, str]
     stdin: bool
     timeout_s: float
+    tty: TtySize
     user: str
-    def __init__(self, argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., user: _Optional[str] = ..., timeout_s: _Optional[float] = ..., stdin: bool = ...) -> None: ...
+    def __init__(self, argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., user: _Optional[str] = ..., timeout_s: _Optional[float] = ..., stdin: bool = ..., tty: _Optional[_Union[TtySize, _Mapping]] = ...) -> None: ...
 
 class ExecStarted(_message.Message):
     __slots__ = ["exec_id", "pid"]
@@ -298,6 +302,14 @@ class ShutdownReply(_message.Message):
 class ShutdownRequest(_message.Message):
     __slots__ = []
     def __init__(self) -> None: ...
+
+class TtySize(_message.Message):
+    __slots__ = ["cols", "rows"]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    cols: int
+    rows: int
+    def __init__(self, rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
 
 class UploadReply(_message.Message):
     __slots__ = ["bytes", "entries", "path"]
