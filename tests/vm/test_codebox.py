@@ -214,7 +214,10 @@ async def test_bad_arguments_are_config_errors(cb: boxlite.CodeBox) -> None:
         await cb.install_packages()
 
 
-async def test_install_packages_without_network_raises_with_pips_output(cb: boxlite.CodeBox) -> None:
+async def test_install_packages_then_import_in_the_running_kernel(cb: boxlite.CodeBox) -> None:
+    output = await cb.install_packages("six")
+    assert "six" in output
+    assert (await cb.run("import six\nsix.__name__")).text == "'six'"
     with pytest.raises(boxlite.ExecError) as info:
         await cb.install_packages("surely-not-a-real-package-name-zz")
-    assert info.value.stderr
+    assert "surely-not-a-real-package-name-zz" in info.value.stderr
