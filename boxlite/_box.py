@@ -184,6 +184,7 @@ class Box:
             "box_id": rec.id, "db": str(rt._store.path), "qemu_argv": qemu_argv(spec),
             "ready_port": spec.ready_port, "guest_cid": spec.guest_cid, "boot_timeout": rt.options.boot_timeout_s,
             "auto_remove": rec.config.get("auto_remove", False), "socket_dir": str(sockets),
+            "memory_mib": rec.config["memory_mib"],
             "net": launch_entry(net),
         }
         if vhost_user:
@@ -196,7 +197,8 @@ class Box:
     def _start_blocking(self) -> None:
         rec = self._refresh()
         plan, accel = self._plan(rec)
-        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.socket_dir.chmod(0o700)
         (self.box_dir / "launch.json").write_text(json.dumps(plan, indent=1))
         for name in ("console.log", "qemu.log"):
             (self.box_dir / name).unlink(missing_ok=True)

@@ -137,7 +137,8 @@ class Boxlite:
         )
         self._store.insert(record)  # raises AlreadyExistsError for a taken name, before anything is made
         try:
-            box_dir.mkdir(parents=True)
+            box_dir.mkdir(parents=True, mode=0o700)  # its sockets reach the VM: for this user only
+            box_dir.chmod(0o700)
             size = max(image.disk_bytes, int((opts.disk_size_gb or 0) * 1024**3))
             subprocess.run(
                 [str(self._assets().qemu_img), "create", "-q", "-f", "qcow2", "-b", str(image.disk_path),

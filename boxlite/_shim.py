@@ -25,6 +25,7 @@ from typing import Any
 from boxlite._errors import NetworkError
 from boxlite._relay import NetworkSide
 from boxlite._state import FAILED, RUNNING, STOPPED, STOPPING, StateStore, host_boot_id, process_start_ticks
+from boxlite.engine import jail
 
 PORTAL_PORT = 2695
 CHUNK = 256 * 1024
@@ -201,6 +202,9 @@ class Shim:
         loop.add_signal_handler(signal.SIGINT, self._on_sigterm)
         self.store.update(self.box_id, shim_pid=os.getpid(), shim_start=process_start_ticks(os.getpid()),
                           boot_id=host_boot_id())
+        # Limits for everything this shim starts (see engine/jail.py).
+        jail.apply_rlimits()
+        cgroup = jail.enter_cgroup(self.box_id, int(self.plan.get("memory_mib") or 512))
         qemu: asyncio.subprocess.Process | None = None
         server: asyncio.AbstractServer | None = None
         net = NetworkSide(self.plan, self.box_dir, self.link.connect, self.link.listen_socket)
@@ -244,6 +248,8 @@ class Shim:
                         proc.kill()
                     await proc.wait()
             self._remove_sockets()
+            if cgroup is not None:
+                cgroup.leave_and_remove()
         self._record_end(status, error)
         return 0 if status == STOPPED else 1
 
