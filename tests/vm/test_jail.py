@@ -46,8 +46,7 @@ async def test_vm_processes_are_jailed(runtime: boxlite.Boxlite, helpers: type) 
             assert limit_files and int(limit_files[0].read_text()) == (256 + jail.OVERHEAD_MIB) * 1024 * 1024
         await box.stop()
         if os.geteuid() == 0 and groups:
-            assert helpers.wait_until(lambda: not any(
-                Path(jail.CGROUP_ROOT, c, g.lstrip("/")).exists() for c in ("memory", "pids", "unified", "") for g in groups),
-                timeout=5)
+            dirs = [Path(jail.CGROUP_ROOT, c, g.lstrip("/")) for c in ("memory", "pids", "unified", "") for g in groups]
+            assert helpers.wait_until(lambda: not any(d.exists() for d in dirs), timeout=5)
     finally:
         await runtime.remove(box.id, force=True)
