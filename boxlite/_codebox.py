@@ -194,8 +194,14 @@ class CodeBox(SimpleBox):
 
     @property
     def workdir(self) -> str:
+        """The kernel's working directory: relative paths of `files` are taken from there."""
+        if self._kernel is not None and self._kernel.info is not None and self._kernel.info.cwd:
+            return self._kernel.info.cwd
+        return self._configured_workdir() or "/"
+
+    def _configured_workdir(self) -> str:
         cfg = self.box._record.config
-        return str(cfg.get("working_dir") or self.box._record.image.get("working_dir") or "/root")
+        return str(cfg.get("working_dir") or self.box._record.image.get("working_dir") or "")
 
     async def start(self) -> CodeBox:
         await super().start()
@@ -216,7 +222,7 @@ class CodeBox(SimpleBox):
         env = dict(e.split("=", 1) for e in rec.image.get("env", []) if "=" in e)
         env.update(rec.config.get("env") or {})
         env.update(self.kernel_env)
-        return pb.ExecRequest(argv=self.kernel_argv, env=env, cwd=self.workdir,
+        return pb.ExecRequest(argv=self.kernel_argv, env=env, cwd=self._configured_workdir(),
                               user=rec.config.get("user") or rec.image.get("user") or "")
 
     async def _start_kernel(self, restart: bool) -> None:

@@ -178,8 +178,9 @@ class KernelFrames(_message.Message):
     def __init__(self, channel: _Optional[_Union[KernelChannel, str]] = ..., frames: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class KernelInfo(_message.Message):
-    __slots__ = ["connection_file", "kernel_id", "key", "pid", "signature_scheme", "start_ms", "started"]
+    __slots__ = ["connection_file", "cwd", "kernel_id", "key", "pid", "signature_scheme", "start_ms", "started"]
     CONNECTION_FILE_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
     KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -187,13 +188,14 @@ class KernelInfo(_message.Message):
     STARTED_FIELD_NUMBER: _ClassVar[int]
     START_MS_FIELD_NUMBER: _ClassVar[int]
     connection_file: str
+    cwd: str
     kernel_id: str
     key: bytes
     pid: int
     signature_scheme: str
     start_ms: float
     started: bool
-    def __init__(self, kernel_id: _Optional[str] = ..., key: _Optional[bytes] = ..., signature_scheme: _Optional[str] = ..., pid: _Optional[int] = ..., started: bool = ..., start_ms: _Optional[float] = ..., connection_file: _Optional[str] = ...) -> None: ...
+    def __init__(self, kernel_id: _Optional[str] = ..., key: _Optional[bytes] = ..., signature_scheme: _Optional[str] = ..., pid: _Optional[int] = ..., started: bool = ..., start_ms: _Optional[float] = ..., connection_file: _Optional[str] = ..., cwd: _Optional[str] = ...) -> None: ...
 
 class KernelRef(_message.Message):
     __slots__ = ["kernel_id"]

@@ -276,3 +276,12 @@ async def test_raw_protocol_complete_inspect_and_comms_both_ways(cb: boxlite.Cod
         cb.kernel.remove_listener(listener)
     data = [m.content["data"] for m in seen if m.content.get("comm_id") == "c1"]
     assert data[:2] == [{"opened": "from the host"}, {"echo": 42}]
+
+
+async def test_kernel_runs_as_the_boxs_user_in_its_working_dir(runtime: boxlite.Boxlite) -> None:
+    async with boxlite.CodeBox(runtime=runtime, user="nobody", working_dir="/tmp") as other:
+        result = await other.run("import os, pwd\nos.getuid(), os.getcwd(), pwd.getpwuid(os.getuid()).pw_name")
+        assert result.text == "(65534, '/tmp', 'nobody')"
+        assert other.workdir == "/tmp"
+        await other.run("open('mine.txt', 'w').write('by nobody')")
+        assert await other.files.read("mine.txt") == b"by nobody"
