@@ -30,13 +30,33 @@ from boxlite._execution import ExecStatus, Execution
 from boxlite._metrics import BoxMetrics, CpuSampler, box_process_ids, process_cpu_seconds, process_rss_bytes
 from boxlite._portal import portal_pb2 as pb
 from boxlite._portal_client import PortalClient
-from boxlite._state import ACTIVE, FAILED, RUNNING, STARTING, STOPPED, STOPPING, BoxRecord, process_alive
+from boxlite._state import (
+    ACTIVE,
+    CONFIGURED,
+    FAILED,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    BoxRecord,
+    process_alive,
+)
 from boxlite.engine import Accel, VmSpec, qemu_argv, vsock_device_argv
+from boxlite.engine.qemu import kernel_cmdline
 
 if TYPE_CHECKING:
     from boxlite._runtime import Boxlite
+    from boxlite._snapshots import SnapshotInfo
 
 READY_PORT = 2696
+RESTORED_TB_SIZE_MIB = 64
+
+
+def _virtual_size(qcow2: Path) -> int:
+    """The disk size the guest sees, from the qcow2 header (bytes 24-31), without running qemu-img."""
+    with open(qcow2, "rb") as f:
+        header = f.read(32)
+    return int.from_bytes(header[24:32], "big") if header[:4] == b"QFI\xfb" else qcow2.stat().st_size
 STOP_TIMEOUT_S = 10.0
 
 
@@ -57,6 +77,8 @@ class BoxInfo(BaseModel):
     guest_boot_ms: float | None
     box_dir: str
     error: str | None
+    # How the latest start happened: "cold" (booted) or "restored" (from a snapshot or template).
+    boot: str | None = None
 
     @property
     def state(self) -> str:
@@ -129,7 +151,7 @@ class Box:
             engine=rec.engine, engine_reason=rec.engine_reason, pid=rec.vmm_pid, shim_pid=rec.shim_pid,
             cpus=cfg["cpus"], memory_mib=cfg["memory_mib"], disk_size_gb=cfg.get("disk_size_gb"),
             created_at=_when(rec.created_at) or datetime.now(UTC), started_at=_when(rec.started_at),
-            guest_boot_ms=rec.guest_boot_ms, box_dir=rec.box_dir, error=rec.error,
+            guest_boot_ms=rec.guest_boot_ms, box_dir=rec.box_dir, error=rec.error, boot=rec.boot,
         )
 
     def _require_running(self, action: str) -> BoxRecord:
@@ -157,7 +179,13 @@ class Box:
         assets = rt._assets()
         accel = rt._accel()
         sockets = self.socket_dir
-        vhost_user = assets.vsock_device is not None and not Path("/dev/vhost-vsock").exists()
+        transport = rt._transport()
+        vhost_user = transport == "vsock" and assets.vsock_device is not None \
+            and not Path("/dev/vhost-vsock").exists()
+        # A box made from a snapshot is restored on its first start only; later starts boot its own disk.
+        restore = rec.config.get("restore") if rec.status == CONFIGURED else None
+        if restore:
+            transport = "serial"
         spec = VmSpec(
             qemu=assets.qemu, kernel=assets.kernel, guest_root=assets.guest_root,
             box_disk=self.box_dir / "disk.qcow2", box_dir=self.box_dir, accel=accel,
@@ -165,12 +193,22 @@ class Box:
             ready_port=READY_PORT if vhost_user else 20000 + int(rec.id[:4], 16) % 40000,
             vhost_user_socket=sockets / "vhost.sock" if vhost_user else None,
             guest_cid=3 if vhost_user else 3 + int(rec.id[:6], 16) % 1_000_000,
-            tsc_khz=rt._tsc_khz(), socket_dir=sockets,
+            tsc_khz=restore["tsc_khz"] if restore else rt._tsc_khz(), socket_dir=sockets,
+            transport=transport, serial_socket=sockets / "serial.sock",
+            cmdline=restore["cmdline"] if restore else None,
+            # A restored VM boots nothing: a smaller translation cache keeps its host memory down.
+            tb_size_mib=RESTORED_TB_SIZE_MIB if restore else VmSpec.tb_size_mib,
         )
         plan: dict[str, Any] = {
             "box_id": rec.id, "db": str(rt._store.path), "qemu_argv": qemu_argv(spec),
             "ready_port": spec.ready_port, "guest_cid": spec.guest_cid, "boot_timeout": rt.options.boot_timeout_s,
             "auto_remove": rec.config.get("auto_remove", False), "socket_dir": str(sockets),
+            "transport": transport, "hostname": spec.hostname, "restore": restore,
+            # What a snapshot of this VM must record to be restored with the same machine.
+            "serial_socket": str(spec.serial_socket), "qmp_socket": str(spec.qmp_socket),
+            "cmdline": spec.cmdline or kernel_cmdline(spec), "cpus": spec.cpus, "memory_mib": spec.memory_mib,
+            "disk_size_bytes": _virtual_size(spec.box_disk), "accel": accel.name, "kernel": str(spec.kernel),
+            "guest_root": str(spec.guest_root), "tsc_khz": spec.tsc_khz,
         }
         if vhost_user:
             assert assets.vsock_device is not None and spec.vhost_user_socket is not None
@@ -252,6 +290,14 @@ class Box:
 
     async def remove(self, force: bool = False) -> None:
         await self._runtime.remove(self.id, force=force)
+
+    async def snapshot(self, name: str) -> SnapshotInfo:
+        """Save the running box (memory, devices and disk, at one paused moment) as snapshot `name`.
+
+        The box pauses for a moment and then runs on. `BoxOptions(snapshot=name)` starts new boxes from it,
+        each with its own copy of the disk and fresh entropy, hostname and machine-id.
+        """
+        return await self._runtime.snapshots.create(self, name)
 
     # -- commands -------------------------------------------------------------------------------------------
     async def exec(

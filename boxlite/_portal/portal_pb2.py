@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0cportal.proto\x12\x11\x62oxlite.portal.v1\"c\n\x05Ready\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_ms\x18\x02 \x01(\x01\x12\x0e\n\x06kernel\x18\x03 \x01(\t\x12\x0c\n\x04\x63pus\x18\x04 \x01(\r\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\"\r\n\x0bPingRequest\"4\n\tPingReply\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x10\n\x08uptime_s\x18\x02 \x01(\x01\"\x11\n\x0fShutdownRequest\"\x0f\n\rShutdownReply\"\x10\n\x0eMetricsRequest\"\xc5\x01\n\x0cGuestMetrics\x12\x12\n\ncpu_busy_s\x18\x01 \x01(\x01\x12\x13\n\x0b\x63pu_total_s\x18\x02 \x01(\x01\x12\x17\n\x0fmem_total_bytes\x18\x03 \x01(\x04\x12\x1b\n\x13mem_available_bytes\x18\x04 \x01(\x04\x12\x11\n\tprocesses\x18\x05 \x01(\r\x12\x10\n\x08uptime_s\x18\x06 \x01(\x01\x12\x18\n\x10\x64isk_total_bytes\x18\x07 \x01(\x04\x12\x17\n\x0f\x64isk_used_bytes\x18\x08 \x01(\x04\"\xba\x01\n\x0b\x45xecRequest\x12\x0c\n\x04\x61rgv\x18\x01 \x03(\t\x12\x34\n\x03\x65nv\x18\x02 \x03(\x0b\x32\'.boxlite.portal.v1.ExecRequest.EnvEntry\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x11\n\ttimeout_s\x18\x05 \x01(\x01\x12\r\n\x05stdin\x18\x06 \x01(\x08\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"~\n\tExecInput\x12/\n\x05start\x18\x01 \x01(\x0b\x32\x1e.boxlite.portal.v1.ExecRequestH\x00\x12\x0f\n\x05stdin\x18\x02 \x01(\x0cH\x00\x12\x15\n\x0b\x63lose_stdin\x18\x03 \x01(\x08H\x00\x12\x10\n\x06signal\x18\x04 \x01(\x05H\x00\x42\x06\n\x04kind\"+\n\x0b\x45xecStarted\x12\x0f\n\x07\x65xec_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\"d\n\x08\x45xecExit\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x0e\n\x06signal\x18\x02 \x01(\x05\x12\x11\n\ttimed_out\x18\x03 \x01(\x08\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x98\x01\n\nExecOutput\x12\x31\n\x07started\x18\x01 \x01(\x0b\x32\x1e.boxlite.portal.v1.ExecStartedH\x00\x12\x10\n\x06stdout\x18\x02 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x03 \x01(\x0cH\x00\x12+\n\x04\x65xit\x18\x04 \x01(\x0b\x32\x1b.boxlite.portal.v1.ExecExitH\x00\x42\x06\n\x04kind\".\n\x0bKillRequest\x12\x0f\n\x07\x65xec_id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\x05\"\x1a\n\tKillReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\".\n\x0bUploadStart\x12\x0c\n\x04\x64\x65st\x18\x01 \x01(\t\x12\x11\n\toverwrite\x18\x02 \x01(\x08\"j\n\rUploadRequest\x12/\n\x05start\x18\x01 \x01(\x0b\x32\x1e.boxlite.portal.v1.UploadStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x10\n\x06\x66inish\x18\x03 \x01(\x08H\x00\x42\x06\n\x04kind\";\n\x0bUploadReply\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\"F\n\x0f\x44ownloadRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x17\n\x0f\x66ollow_symlinks\x18\x02 \x01(\x08\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x1d\n\rDownloadChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\xee\x01\n\x05Guest\x12\x44\n\x04Ping\x12\x1e.boxlite.portal.v1.PingRequest\x1a\x1c.boxlite.portal.v1.PingReply\x12M\n\x07Metrics\x12!.boxlite.portal.v1.MetricsRequest\x1a\x1f.boxlite.portal.v1.GuestMetrics\x12P\n\x08Shutdown\x12\".boxlite.portal.v1.ShutdownRequest\x1a .boxlite.portal.v1.ShutdownReply2\x9a\x01\n\tExecution\x12G\n\x04\x45xec\x12\x1c.boxlite.portal.v1.ExecInput\x1a\x1d.boxlite.portal.v1.ExecOutput(\x01\x30\x01\x12\x44\n\x04Kill\x12\x1e.boxlite.portal.v1.KillRequest\x1a\x1c.boxlite.portal.v1.KillReply2\xa9\x01\n\x05\x46iles\x12L\n\x06Upload\x12 .boxlite.portal.v1.UploadRequest\x1a\x1e.boxlite.portal.v1.UploadReply(\x01\x12R\n\x08\x44ownload\x12\".boxlite.portal.v1.DownloadRequest\x1a .boxlite.portal.v1.DownloadChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0cportal.proto\x12\x11\x62oxlite.portal.v1\"c\n\x05Ready\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_ms\x18\x02 \x01(\x01\x12\x0e\n\x06kernel\x18\x03 \x01(\t\x12\x0c\n\x04\x63pus\x18\x04 \x01(\r\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\"\r\n\x0bPingRequest\"4\n\tPingReply\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x10\n\x08uptime_s\x18\x02 \x01(\x01\"\x11\n\x0fShutdownRequest\"\x0f\n\rShutdownReply\"\x10\n\x0eMetricsRequest\"\xc5\x01\n\x0cGuestMetrics\x12\x12\n\ncpu_busy_s\x18\x01 \x01(\x01\x12\x13\n\x0b\x63pu_total_s\x18\x02 \x01(\x01\x12\x17\n\x0fmem_total_bytes\x18\x03 \x01(\x04\x12\x1b\n\x13mem_available_bytes\x18\x04 \x01(\x04\x12\x11\n\tprocesses\x18\x05 \x01(\r\x12\x10\n\x08uptime_s\x18\x06 \x01(\x01\x12\x18\n\x10\x64isk_total_bytes\x18\x07 \x01(\x04\x12\x17\n\x0f\x64isk_used_bytes\x18\x08 \x01(\x04\"]\n\x0eRestoreRequest\x12\x0f\n\x07\x65ntropy\x18\x01 \x01(\x0c\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x12\n\nmachine_id\x18\x03 \x01(\t\x12\x14\n\x0cunix_time_ns\x18\x04 \x01(\x03\"\x18\n\x16PrepareSnapshotRequest\"3\n\x14PrepareSnapshotReply\x12\x1b\n\x13mem_available_bytes\x18\x01 \x01(\x04\"[\n\x0cRestoreReply\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x0e\n\x06kernel\x18\x02 \x01(\t\x12\x10\n\x08uptime_s\x18\x03 \x01(\x01\x12\x12\n\nrestore_ms\x18\x04 \x01(\x01\"\xba\x01\n\x0b\x45xecRequest\x12\x0c\n\x04\x61rgv\x18\x01 \x03(\t\x12\x34\n\x03\x65nv\x18\x02 \x03(\x0b\x32\'.boxlite.portal.v1.ExecRequest.EnvEntry\x12\x0b\n\x03\x63wd\x18\x03 \x01(\t\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x11\n\ttimeout_s\x18\x05 \x01(\x01\x12\r\n\x05stdin\x18\x06 \x01(\x08\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"~\n\tExecInput\x12/\n\x05start\x18\x01 \x01(\x0b\x32\x1e.boxlite.portal.v1.ExecRequestH\x00\x12\x0f\n\x05stdin\x18\x02 \x01(\x0cH\x00\x12\x15\n\x0b\x63lose_stdin\x18\x03 \x01(\x08H\x00\x12\x10\n\x06signal\x18\x04 \x01(\x05H\x00\x42\x06\n\x04kind\"+\n\x0b\x45xecStarted\x12\x0f\n\x07\x65xec_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\"d\n\x08\x45xecExit\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x0e\n\x06signal\x18\x02 \x01(\x05\x12\x11\n\ttimed_out\x18\x03 \x01(\x08\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x98\x01\n\nExecOutput\x12\x31\n\x07started\x18\x01 \x01(\x0b\x32\x1e.boxlite.portal.v1.ExecStartedH\x00\x12\x10\n\x06stdout\x18\x02 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x03 \x01(\x0cH\x00\x12+\n\x04\x65xit\x18\x04 \x01(\x0b\x32\x1b.boxlite.portal.v1.ExecExitH\x00\x42\x06\n\x04kind\".\n\x0bKillRequest\x12\x0f\n\x07\x65xec_id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\x05\"\x1a\n\tKillReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\".\n\x0bUploadStart\x12\x0c\n\x04\x64\x65st\x18\x01 \x01(\t\x12\x11\n\toverwrite\x18\x02 \x01(\x08\"j\n\rUploadRequest\x12/\n\x05start\x18\x01 \x01(\x0b\x32\x1e.boxlite.portal.v1.UploadStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x10\n\x06\x66inish\x18\x03 \x01(\x08H\x00\x42\x06\n\x04kind\";\n\x0bUploadReply\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\"F\n\x0f\x44ownloadRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x17\n\x0f\x66ollow_symlinks\x18\x02 \x01(\x08\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x1d\n\rDownloadChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\xa5\x03\n\x05Guest\x12\x44\n\x04Ping\x12\x1e.boxlite.portal.v1.PingRequest\x1a\x1c.boxlite.portal.v1.PingReply\x12M\n\x07Metrics\x12!.boxlite.portal.v1.MetricsRequest\x1a\x1f.boxlite.portal.v1.GuestMetrics\x12P\n\x08Shutdown\x12\".boxlite.portal.v1.ShutdownRequest\x1a .boxlite.portal.v1.ShutdownReply\x12N\n\x08Restored\x12!.boxlite.portal.v1.RestoreRequest\x1a\x1f.boxlite.portal.v1.RestoreReply\x12\x65\n\x0fPrepareSnapshot\x12).boxlite.portal.v1.PrepareSnapshotRequest\x1a\'.boxlite.portal.v1.PrepareSnapshotReply2\x9a\x01\n\tExecution\x12G\n\x04\x45xec\x12\x1c.boxlite.portal.v1.ExecInput\x1a\x1d.boxlite.portal.v1.ExecOutput(\x01\x30\x01\x12\x44\n\x04Kill\x12\x1e.boxlite.portal.v1.KillRequest\x1a\x1c.boxlite.portal.v1.KillReply2\xa9\x01\n\x05\x46iles\x12L\n\x06Upload\x12 .boxlite.portal.v1.UploadRequest\x1a\x1e.boxlite.portal.v1.UploadReply(\x01\x12R\n\x08\x44ownload\x12\".boxlite.portal.v1.DownloadRequest\x1a .boxlite.portal.v1.DownloadChunk0\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'portal_pb2', globals())
@@ -36,36 +36,44 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _METRICSREQUEST._serialized_end=257
   _GUESTMETRICS._serialized_start=260
   _GUESTMETRICS._serialized_end=457
-  _EXECREQUEST._serialized_start=460
-  _EXECREQUEST._serialized_end=646
-  _EXECREQUEST_ENVENTRY._serialized_start=604
-  _EXECREQUEST_ENVENTRY._serialized_end=646
-  _EXECINPUT._serialized_start=648
-  _EXECINPUT._serialized_end=774
-  _EXECSTARTED._serialized_start=776
-  _EXECSTARTED._serialized_end=819
-  _EXECEXIT._serialized_start=821
-  _EXECEXIT._serialized_end=921
-  _EXECOUTPUT._serialized_start=924
-  _EXECOUTPUT._serialized_end=1076
-  _KILLREQUEST._serialized_start=1078
-  _KILLREQUEST._serialized_end=1124
-  _KILLREPLY._serialized_start=1126
-  _KILLREPLY._serialized_end=1152
-  _UPLOADSTART._serialized_start=1154
-  _UPLOADSTART._serialized_end=1200
-  _UPLOADREQUEST._serialized_start=1202
-  _UPLOADREQUEST._serialized_end=1308
-  _UPLOADREPLY._serialized_start=1310
-  _UPLOADREPLY._serialized_end=1369
-  _DOWNLOADREQUEST._serialized_start=1371
-  _DOWNLOADREQUEST._serialized_end=1441
-  _DOWNLOADCHUNK._serialized_start=1443
-  _DOWNLOADCHUNK._serialized_end=1472
-  _GUEST._serialized_start=1475
-  _GUEST._serialized_end=1713
-  _EXECUTION._serialized_start=1716
-  _EXECUTION._serialized_end=1870
-  _FILES._serialized_start=1873
-  _FILES._serialized_end=2042
+  _RESTOREREQUEST._serialized_start=459
+  _RESTOREREQUEST._serialized_end=552
+  _PREPARESNAPSHOTREQUEST._serialized_start=554
+  _PREPARESNAPSHOTREQUEST._serialized_end=578
+  _PREPARESNAPSHOTREPLY._serialized_start=580
+  _PREPARESNAPSHOTREPLY._serialized_end=631
+  _RESTOREREPLY._serialized_start=633
+  _RESTOREREPLY._serialized_end=724
+  _EXECREQUEST._serialized_start=727
+  _EXECREQUEST._serialized_end=913
+  _EXECREQUEST_ENVENTRY._serialized_start=871
+  _EXECREQUEST_ENVENTRY._serialized_end=913
+  _EXECINPUT._serialized_start=915
+  _EXECINPUT._serialized_end=1041
+  _EXECSTARTED._serialized_start=1043
+  _EXECSTARTED._serialized_end=1086
+  _EXECEXIT._serialized_start=1088
+  _EXECEXIT._serialized_end=1188
+  _EXECOUTPUT._serialized_start=1191
+  _EXECOUTPUT._serialized_end=1343
+  _KILLREQUEST._serialized_start=1345
+  _KILLREQUEST._serialized_end=1391
+  _KILLREPLY._serialized_start=1393
+  _KILLREPLY._serialized_end=1419
+  _UPLOADSTART._serialized_start=1421
+  _UPLOADSTART._serialized_end=1467
+  _UPLOADREQUEST._serialized_start=1469
+  _UPLOADREQUEST._serialized_end=1575
+  _UPLOADREPLY._serialized_start=1577
+  _UPLOADREPLY._serialized_end=1636
+  _DOWNLOADREQUEST._serialized_start=1638
+  _DOWNLOADREQUEST._serialized_end=1708
+  _DOWNLOADCHUNK._serialized_start=1710
+  _DOWNLOADCHUNK._serialized_end=1739
+  _GUEST._serialized_start=1742
+  _GUEST._serialized_end=2163
+  _EXECUTION._serialized_start=2166
+  _EXECUTION._serialized_end=2320
+  _FILES._serialized_start=2323
+  _FILES._serialized_end=2492
 # @@protoc_insertion_point(module_scope)
