@@ -389,7 +389,7 @@ class Box:
             exec_errors_total=counters.get(f"box:{self.id}:exec_errors", 0),
             bytes_sent_total=counters.get(f"box:{self.id}:bytes_sent", 0),
             bytes_received_total=counters.get(f"box:{self.id}:bytes_received", 0),
-            total_create_duration_ms=rec.create_ms, guest_boot_duration_ms=rec.guest_boot_ms,
+            total_create_duration_ms=rec.create_ms, guest_boot_duration_ms=rec.guest_boot_ms, boot=rec.boot,
         )
         if rec.status != RUNNING:
             return m

@@ -218,7 +218,15 @@ class StateStore:
                        "error": rec.error or "the box's supervisor process died unexpectedly"}
         else:
             return rec
-        self.update(rec.id, **changes)
+        assignments = ", ".join(f"{k} = ?" for k in changes)
+        with self._tx() as db:
+            # Only the process that makes the change counts it (several may notice the same dead shim).
+            changed = db.execute(f"UPDATE boxes SET {assignments} WHERE id = ? AND status = ? AND shim_pid IS ?",
+                                 [*changes.values(), rec.id, rec.status, rec.shim_pid]).rowcount
+            if changed and changes["status"] == FAILED and rec.status != STOPPING:
+                # Its shim was killed before it could count the failure itself.
+                db.execute("INSERT INTO counters (name, value) VALUES ('boxes_failed', 1) "
+                           "ON CONFLICT(name) DO UPDATE SET value = value + 1")
         for key, value in changes.items():
             setattr(rec, key, value)
         return rec

@@ -192,6 +192,8 @@ class SerialLink:
                 data = os.read(self.fd, CHUNK)
             except InterruptedError:
                 continue
+            except OSError:
+                return  # the port is gone: nothing more can come
             if not data:
                 # No host end connected (reads return at once, poll says HUP): wait for one.
                 time.sleep(0.01)
