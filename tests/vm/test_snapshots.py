@@ -1,0 +1,158 @@
+"""Snapshots, templates and clones, on real VMs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+import pytest
+
+import boxlite
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+PROBE = ("import os, uuid, socket, random, time; "
+         "print(os.urandom(16).hex(), uuid.uuid4(), socket.gethostname(), "
+         "open('/etc/machine-id').read().strip(), open('/dev/urandom','rb').read(16).hex(), "
+         "random.getrandbits(64), int(time.time()))")
+
+
+async def _probe(box: boxlite.Box) -> list[str]:
+    out, err, status = await (await box.exec("python3", ["-c", PROBE])).collect()
+    assert status.exit_code == 0, err
+    return out.decode().split()
+
+
+async def _run(box: boxlite.Box, *argv: str) -> str:
+    out, err, status = await (await box.exec(argv[0], list(argv[1:]))).collect()
+    assert status.exit_code == 0, err
+    return out.decode()
+
+
+@pytest.fixture(scope="module")
+async def snapshot_source(runtime: boxlite.Boxlite) -> object:
+    """A running box with a file written to its disk, and a snapshot of it."""
+    box = await runtime.create(boxlite.BoxOptions(memory_mib=256, auto_remove=False))
+    marker = uuid.uuid4().hex
+    await _run(box, "sh", "-c", f"echo {marker} > /root/marker && sync")
+    name = f"snap-{marker[:8]}"
+    info = await box.snapshot(name)
+    yield box, name, marker, info
+    await runtime.remove(box.id, force=True)
+    if name in {s.name for s in runtime.snapshots.list()}:
+        runtime.snapshots.remove(name)
+
+
+@pytest.mark.anyio
+async def test_snapshot_keeps_running_box_and_restores_its_disk(runtime: boxlite.Boxlite,
+                                                                snapshot_source: tuple) -> None:
+    box, name, marker, info = snapshot_source
+    assert info.name == name and info.kind == "snapshot" and info.state_bytes > 0
+    assert name in [s.name for s in runtime.snapshots.list()]
+    # The source runs on after its snapshot, with its clock set right again.
+    assert (await _run(box, "cat", "/root/marker")).strip() == marker
+    clone = await runtime.create(boxlite.BoxOptions(snapshot=name))
+    try:
+        assert clone.info().boot == "restored"
+        assert clone.info().memory_mib == 256
+        assert (await _run(clone, "cat", "/root/marker")).strip() == marker
+        # Each clone's disk is its own: what one writes, the source does not see.
+        await _run(clone, "sh", "-c", "echo clone > /root/clone-only")
+        _, _, status = await (await box.exec("cat", ["/root/clone-only"])).collect()
+        assert status.exit_code != 0
+        m = await clone.metrics()
+        assert m.boot == "restored" and m.guest_boot_ms is not None and m.guest_boot_ms > 0
+        assert m.total_create_ms is not None and m.total_create_ms > 0
+    finally:
+        await runtime.remove(clone.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_clones_are_not_twins(runtime: boxlite.Boxlite, snapshot_source: tuple) -> None:
+    _, name, _, _ = snapshot_source
+    clones = [await runtime.create(boxlite.BoxOptions(snapshot=name)) for _ in range(2)]
+    try:
+        a, b = [await _probe(c) for c in clones]
+        labels = ["os.urandom", "uuid4", "hostname", "machine-id", "/dev/urandom", "random"]
+        for label, x, y in zip(labels, a, b, strict=False):
+            assert x != y, f"two clones of one snapshot share {label}: {x}"
+        assert a[2] == clones[0].id[:12] and b[2] == clones[1].id[:12]
+        for probe in (a, b):  # the guest clock was set from the host's after the restore
+            assert abs(int(probe[6]) - time.time()) < 30
+    finally:
+        for c in clones:
+            await runtime.remove(c.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_snapshot_errors(runtime: boxlite.Boxlite, snapshot_source: tuple) -> None:
+    box, name, _, _ = snapshot_source
+    with pytest.raises(boxlite.AlreadyExistsError):
+        await box.snapshot(name)
+    with pytest.raises(boxlite.NotFoundError):
+        await runtime.create(boxlite.BoxOptions(snapshot="no-such-snapshot"))
+    with pytest.raises(boxlite.ConfigError):
+        await runtime.create(boxlite.BoxOptions(snapshot=name, memory_mib=512))
+    assert not [i for i in await runtime.list_info() if i.status == "configured"]
+
+
+@pytest.mark.anyio
+async def test_removing_a_snapshot_leaves_its_clones_working(runtime: boxlite.Boxlite) -> None:
+    src = await runtime.create(boxlite.BoxOptions(memory_mib=256))
+    try:
+        await src.snapshot("short-lived")
+    finally:
+        await runtime.remove(src.id, force=True)
+    clone = await runtime.create(boxlite.BoxOptions(snapshot="short-lived"))
+    try:
+        runtime.snapshots.remove("short-lived")
+        assert "short-lived" not in [s.name for s in runtime.snapshots.list()]
+        assert (await _run(clone, "echo", "alive")).strip() == "alive"
+    finally:
+        await runtime.remove(clone.id, force=True)
+    with pytest.raises(boxlite.NotFoundError):
+        runtime.snapshots.remove("short-lived")
+
+
+@pytest.mark.anyio
+async def test_templates_are_used_and_stale_ones_rebuilt(runtime: boxlite.Boxlite) -> None:
+    opts = boxlite.BoxOptions(memory_mib=384)  # a size no other test uses: this test owns its template
+    first = await runtime.create(opts)
+    await runtime.remove(first.id, force=True)
+    templates = [t for t in runtime.snapshots.templates() if t.memory_mib == 384]
+    assert len(templates) == 1
+    template = templates[0]
+    second = await runtime.create(opts)
+    try:
+        assert second.info().boot == "restored"
+        m = await second.metrics()
+        assert m.boot == "restored"
+    finally:
+        await runtime.remove(second.id, force=True)
+
+    # The agent (guest root) this template was made with is replaced: it must never be restored again.
+    meta = template.dir / "meta.json"
+    data = json.loads(meta.read_text())
+    data["guest_root"] = str(template.dir / "guest-root-replaced.ext4")
+    meta.write_text(json.dumps(data))
+    third = await runtime.create(opts)
+    try:
+        assert third.info().boot == "cold"
+        fresh = [t for t in runtime.snapshots.templates() if t.memory_mib == 384]
+        assert len(fresh) == 1 and fresh[0].created_at > template.created_at
+        assert os.path.exists(fresh[0].guest_root)
+    finally:
+        await runtime.remove(third.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_runtime_without_templates_boots_cold(vm_home: object) -> None:
+    rt = boxlite.Boxlite(boxlite.Options(home_dir=vm_home, templates=False))  # type: ignore[arg-type]
+    box = await rt.create(boxlite.BoxOptions(memory_mib=256))
+    try:
+        assert box.info().boot == "cold"
+    finally:
+        await rt.remove(box.id, force=True)
+        await rt.close()
