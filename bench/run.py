@@ -38,10 +38,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import boxlite  # noqa: E402
-from bench_core import floor_boot_s  # noqa: E402
-from boxlite._metrics import box_process_ids, process_rss_bytes  # noqa: E402
-from boxlite.engine.qmp import Qmp, QmpError  # noqa: E402
+from bench_core import floor_boot_s
+
+import boxlite
+from boxlite._metrics import box_process_ids, process_rss_bytes
+from boxlite.engine.qmp import Qmp, QmpError
 
 MEMORY_MIB = 256
 OPTS = boxlite.BoxOptions(memory_mib=MEMORY_MIB)

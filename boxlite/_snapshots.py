@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from boxlite.images import Image
 
 FORMAT = "1"
+# How long a template's guest is left alone before its snapshot, for its threads to go idle.
+QUIESCE_S = 0.3
 # Options that change only what the host does with a box, never the VM: a template serves them all.
 HOST_ONLY_OPTIONS = {"env", "working_dir", "user", "name", "auto_remove", "detach", "entrypoint", "cmd", "snapshot"}
 # Options that are part of a template's key.
@@ -133,6 +135,10 @@ def stale_reason(info: SnapshotInfo, current_key: str | None = None) -> str | No
     if current_key is not None and info.key != current_key:
         return "the image, kernel, agent or QEMU changed since it was made"
     return None
+
+
+def _slot(info: SnapshotInfo) -> tuple[str, int, int, int, str, str]:
+    return info.image, info.cpus, info.memory_mib, info.disk_size_bytes, info.tag, info.accel
 
 
 @contextlib.contextmanager
@@ -249,6 +255,11 @@ class SnapshotStore:
                 await self._prepare(box)
                 uptime = (await box._client.ping(timeout=10.0)).uptime_s
             pinged = time.monotonic()
+            if kind == "template":
+                # A template should hold a quiet guest: no connection of ours open (each clone would first have
+                # to tear it down, and under emulation every first-time code path is slow), every thread idle.
+                await box._client.close()
+                await anyio.sleep(QUIESCE_S)
             try:
                 saved = await anyio.to_thread.run_sync(
                     save_vm, Path(launch["qmp_socket"]), staging / "state", box.box_dir / "disk.qcow2",
@@ -344,12 +355,18 @@ class SnapshotStore:
             if not mine or target.exists():
                 return None
             try:
-                return await self._take(box, target, kind="template", name=key, key=key, tag=tag)
+                made = await self._take(box, target, kind="template", name=key, key=key, tag=tag)
             except (StorageError, InvalidStateError, AlreadyExistsError) as exc:
                 import logging
 
                 logging.getLogger("boxlite").warning("could not make a start template: %s", exc)
                 return None
+        # Templates this one replaces (same image name and resources, but an older image, kernel, agent or
+        # QEMU) would never be restored again: they only kept an old image's disk in use.
+        for old in self.templates():
+            if old.key != made.key and _slot(old) == _slot(made):
+                self._discard(old.dir)
+        return made
 
     def restore_plan(self, info: SnapshotInfo) -> dict[str, Any]:
         return {"state": str(info.dir / "state"), "uptime_s": info.guest_uptime_s, "snapshot": info.name,

@@ -14,6 +14,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 import guest
 from guest import system
@@ -53,6 +54,18 @@ def write_machine_id(machine_id: str, root: str = "/") -> None:
 
 def apply(request: pb.RestoreRequest) -> pb.RestoreReply:
     started = time.monotonic()
+    _apply(request)
+    return _reply(started)
+
+
+def _reply(started: float) -> pb.RestoreReply:
+    return pb.RestoreReply(
+        agent_version=guest.__version__, kernel=system.kernel_release(), uptime_s=system.uptime_s(),
+        restore_ms=(time.monotonic() - started) * 1000,
+    )
+
+
+def _apply(request: pb.RestoreRequest) -> None:
     if request.unix_time_ns:
         time.clock_settime_ns(time.CLOCK_REALTIME, request.unix_time_ns)
     if request.entropy:
@@ -66,10 +79,6 @@ def apply(request: pb.RestoreRequest) -> pb.RestoreReply:
         socket.sethostname(request.hostname)
     if request.machine_id:
         write_machine_id(request.machine_id)
-    return pb.RestoreReply(
-        agent_version=guest.__version__, kernel=system.kernel_release(), uptime_s=system.uptime_s(),
-        restore_ms=(time.monotonic() - started) * 1000,
-    )
 
 
 def prepare_snapshot() -> pb.PrepareSnapshotReply:
@@ -84,8 +93,15 @@ def prepare_snapshot() -> pb.PrepareSnapshotReply:
     return pb.PrepareSnapshotReply(mem_available_bytes=system.memory_bytes()[1])
 
 
-def apply_serialized(payload: bytes) -> bytes:
-    """The serial link's RESTORE frame handler: a serialized RestoreRequest in, a RestoreReply out."""
+def apply_serialized(payload: bytes) -> tuple[bytes, Callable[[], None]]:
+    """The serial link's RESTORE frame handler: a serialized RestoreRequest in; out, the serialized RestoreReply
+    and the work that applies the request.
+
+    The link sends the reply first and then does the work before it reads the next frame: the host may declare
+    the box ready at once (its own bookkeeping overlaps the guest's), and every command it then sends is served
+    only after the clone has its own entropy, clock and names.
+    """
+    started = time.monotonic()
     request = pb.RestoreRequest()
     request.ParseFromString(payload)
-    return apply(request).SerializeToString()
+    return _reply(started).SerializeToString(), lambda: _apply(request)

@@ -81,7 +81,8 @@ class _Stream:
 class SerialLink:
     """The agent's end: serve host streams by connecting each to `upstream` (a unix socket path)."""
 
-    def __init__(self, fd: int, upstream: str, on_restore: Callable[[bytes], bytes]) -> None:
+    def __init__(self, fd: int, upstream: str,
+                 on_restore: Callable[[bytes], tuple[bytes, Callable[[], None]]]) -> None:
         self.fd = fd
         self.upstream = upstream
         self.on_restore = on_restore
@@ -155,7 +156,9 @@ class SerialLink:
                 stream.sock.close()
 
     def _restore(self, payload: bytes) -> None:
-        self.send(RESTORED, 0, self.on_restore(payload))
+        reply, work = self.on_restore(payload)
+        self.send(RESTORED, 0, reply)
+        work()
 
     # -- the reader ----------------------------------------------------------------------------------------
     def handle(self, kind: int, sid: int, payload: bytes) -> None:
@@ -182,7 +185,7 @@ class SerialLink:
             self._reset()
         elif kind == RESTORE:
             # Inline, on purpose: every frame after it (the host's first command, say) is served only once the
-            # clone has its own entropy, clock and names.
+            # clone has its own entropy, clock and names. The reply goes first (see restore.apply_serialized).
             self._restore(payload)
 
     def serve_forever(self) -> None:

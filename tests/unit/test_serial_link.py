@@ -11,7 +11,7 @@ import os
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -71,9 +71,8 @@ def test_streams_are_multiplexed_and_restore_is_answered(upstream: str) -> None:
     host_sock, guest_sock = socket.socketpair()
     restored: list[bytes] = []
 
-    def on_restore(payload: bytes) -> bytes:
-        restored.append(payload)
-        return b"reply:" + payload
+    def on_restore(payload: bytes) -> tuple[bytes, Callable[[], None]]:
+        return b"reply:" + payload, lambda: restored.append(payload)
 
     agent = guest_link.SerialLink(guest_sock.fileno(), upstream, on_restore)
     threading.Thread(target=agent.serve_forever, daemon=True).start()
@@ -112,7 +111,7 @@ def test_reset_forgets_old_streams(upstream: str) -> None:
     """A restored clone's agent remembers its template's streams; RESET (sent by every new host end) drops them,
     so a new stream with a reused id is a fresh connection."""
     host_sock, guest_sock = socket.socketpair()
-    agent = guest_link.SerialLink(guest_sock.fileno(), upstream, lambda p: p)
+    agent = guest_link.SerialLink(guest_sock.fileno(), upstream, lambda p: (p, lambda: None))
     threading.Thread(target=agent.serve_forever, daemon=True).start()
     host_sock.sendall(host.encode(host.OPEN, 1) + host.encode(host.DATA, 1, b"old"))
     parser = host.FrameParser()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 
@@ -145,6 +146,22 @@ async def test_templates_are_used_and_stale_ones_rebuilt(runtime: boxlite.Boxlit
         assert os.path.exists(fresh[0].guest_root)
     finally:
         await runtime.remove(third.id, force=True)
+
+    # A template of an older image (or kernel, or QEMU) for the same name and resources has another key: it is
+    # never restored, and the new template replaces it.
+    current = fresh[0]
+    old_dir = current.dir.parent / "0ldimage0key0000"
+    shutil.copytree(current.dir, old_dir)
+    data = json.loads((old_dir / "meta.json").read_text())
+    data.update(key="0ldimage0key0000", name="0ldimage0key0000", path=str(old_dir), image_digest="sha256:old")
+    (old_dir / "meta.json").write_text(json.dumps(data))
+    shutil.rmtree(current.dir)
+    fourth = await runtime.create(opts)
+    try:
+        assert fourth.info().boot == "cold"
+        assert [t.key for t in runtime.snapshots.templates() if t.memory_mib == 384] == [current.key]
+    finally:
+        await runtime.remove(fourth.id, force=True)
 
 
 @pytest.mark.anyio
