@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -23,9 +24,11 @@ from boxlite._errors import (
     AlreadyExistsError,
     BoxliteError,
     ConfigError,
+    EngineError,
     InvalidStateError,
     NotFoundError,
     StorageError,
+    TimeoutError,
 )
 from boxlite._metrics import RuntimeMetrics
 from boxlite._options import BoxOptions, Options
@@ -165,6 +168,28 @@ class Boxlite:
             image = await anyio.to_thread.run_sync(self._resolve_image, opts)
             key = await anyio.to_thread.run_sync(self._snapshots.key_for, opts, image, warmup.tag if warmup else "")
             source = self._snapshots.find_template(key) if key else None
+        try:
+            box = await self._configure_and_start(opts, image, source, warmup)
+        except (EngineError, TimeoutError) as exc:
+            if source is None or source.kind != "template":
+                raise
+            # A template that does not restore (its machine no longer matches this QEMU, say) is discarded;
+            # the box boots cold instead and leaves a new template.
+            logging.getLogger("boxlite").warning("discarding start template %s: %s", source.name, exc)
+            self._snapshots.discard_template(source)
+            source = None
+            box = await self._configure_and_start(opts, image, None, warmup)
+        if source is None and key is not None:
+            # The first box of its kind leaves a template behind for the next ones (a pause of a few hundred ms).
+            await self._snapshots.make_template(box, key, warmup.tag if warmup else "")
+        self._store.update(box.id, create_ms=round((time.monotonic() - started) * 1000, 1))
+        self._store.bump("boxes_created")
+        if not opts.detach:
+            self._owned[box.id] = box
+        return box
+
+    async def _configure_and_start(self, opts: BoxOptions, image: Image, source: SnapshotInfo | None,
+                                   warmup: Warmup | None) -> Box:
         box = await anyio.to_thread.run_sync(self._configure, opts, image, source)
         try:
             await box.start()
@@ -176,13 +201,6 @@ class Boxlite:
             with anyio.CancelScope(shield=True), contextlib.suppress(BoxliteError):
                 await self.remove(box.id, force=True)
             raise
-        if source is None and key is not None:
-            # The first box of its kind leaves a template behind for the next ones (a pause of a few hundred ms).
-            await self._snapshots.make_template(box, key, warmup.tag if warmup else "")
-        self._store.update(box.id, create_ms=round((time.monotonic() - started) * 1000, 1))
-        self._store.bump("boxes_created")
-        if not opts.detach:
-            self._owned[box.id] = box
         return box
 
     def _snapshot_source(self, opts: BoxOptions) -> SnapshotInfo:

@@ -335,6 +335,10 @@ class SnapshotStore:
             return None
         return info
 
+    def discard_template(self, info: SnapshotInfo) -> None:
+        if info.kind == "template" and info.dir.parent == self.templates_root:
+            self._discard(info.dir)
+
     def prune_stale_templates(self) -> int:
         """Remove templates that can no longer be restored (their kernel or agent is gone, or another format)."""
         removed = 0

@@ -173,3 +173,38 @@ async def test_runtime_without_templates_boots_cold(vm_home: object) -> None:
     finally:
         await rt.remove(box.id, force=True)
         await rt.close()
+
+
+@pytest.mark.anyio
+async def test_a_template_that_does_not_restore_is_replaced_by_a_cold_boot(runtime: boxlite.Boxlite) -> None:
+    opts = boxlite.BoxOptions(memory_mib=320)  # a size no other test uses
+    first = await runtime.create(opts)
+    await runtime.remove(first.id, force=True)
+    [template] = [t for t in runtime.snapshots.templates() if t.memory_mib == 320]
+    state = template.dir / "state"
+    state.chmod(0o600)
+    with open(state, "r+b") as f:  # a damaged migration stream: QEMU refuses to load it
+        f.truncate(4096)
+    box = await runtime.create(opts)
+    try:
+        assert box.info().boot == "cold"
+        assert (await _run(box, "echo", "ok")).strip() == "ok"
+        [fresh] = [t for t in runtime.snapshots.templates() if t.memory_mib == 320]
+        assert fresh.created_at > template.created_at and fresh.state_bytes > 4096
+    finally:
+        await runtime.remove(box.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_a_restored_box_restarts_from_its_own_disk(runtime: boxlite.Boxlite, snapshot_source: tuple) -> None:
+    _, name, marker, _ = snapshot_source
+    clone = await runtime.create(boxlite.BoxOptions(snapshot=name, auto_remove=False))
+    try:
+        await _run(clone, "sh", "-c", "echo kept > /root/after-restore && sync")
+        await clone.stop()
+        await clone.start()
+        assert clone.info().boot == "cold"
+        out = await _run(clone, "cat", "/root/marker", "/root/after-restore")
+        assert out.split() == [marker, "kept"]
+    finally:
+        await runtime.remove(clone.id, force=True)
