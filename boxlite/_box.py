@@ -55,17 +55,15 @@ RESTORED_TB_SIZE_MIB = 64
 
 @cache
 def _shim_path() -> str:
-    """Where the shim's imports live (boxlite, protobuf), so it can start without the `site` module (-S)."""
-    import google.protobuf
-
+    """Where the shim's imports live: it needs only the standard library and boxlite (no third-party package),
+    so it can start without the `site` module (-S)."""
     import boxlite
 
-    dirs = [str(Path(boxlite.__file__).resolve().parents[1]), str(Path(google.protobuf.__file__).resolve().parents[2])]
-    return os.pathsep.join(dict.fromkeys(dirs))
+    return str(Path(boxlite.__file__).resolve().parents[1])
 
 
 def _shim_env() -> dict[str, str]:
-    # -S skips `site` (a third of the shim's start-up); the path it would have built is given explicitly.
+    # -S skips `site` (a good part of the shim's start-up); boxlite's own location is given explicitly.
     extra = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": _shim_path() + (os.pathsep + extra if extra else "")}
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from boxlite import _wire
 from boxlite._serial_link import READY, HostLink
 from boxlite._state import FAILED, RUNNING, STOPPED, STOPPING, StateStore, host_boot_id, process_start_ticks
 
@@ -320,14 +321,15 @@ class SerialBoot:
         restore = self.plan.get("restore")
         if not restore:
             return _guest_boot_ms(payload), {}
-        from boxlite._portal import portal_pb2
-
-        reply = portal_pb2.RestoreReply()
-        reply.ParseFromString(payload)
+        # The first RESTORE's clock was read before QEMU had loaded the state: send the time again, now. The agent
+        # applies it before it serves anything else.
+        self.link.restore(_wire.encode_restore_request(b"", "", "", time.time_ns()))
+        reply = _wire.decode(payload)  # a RestoreReply: 1 agent_version, 2 kernel, 3 uptime_s, 4 restore_ms
         # The guest's own clock: it resumed at the snapshot's uptime; now it says when the agent was ready.
-        boot_ms = round((reply.uptime_s - float(restore["uptime_s"])) * 1000, 1) if restore.get("uptime_s") \
-            else round(reply.restore_ms, 1)
-        return boot_ms, {"agent_version": reply.agent_version, "kernel": reply.kernel}
+        uptime, restore_ms = _wire.double(reply, 3), _wire.double(reply, 4)
+        boot_ms = round((uptime - float(restore["uptime_s"])) * 1000, 1) if restore.get("uptime_s") \
+            else round(restore_ms, 1)
+        return boot_ms, {"agent_version": _wire.text(reply, 1), "kernel": _wire.text(reply, 2)}
 
     async def close(self) -> None:
         if self.link is not None:
@@ -336,12 +338,8 @@ class SerialBoot:
 
 def _restore_request(plan: dict[str, Any]) -> bytes:
     """Fresh identity for a restored VM, made here (never written to disk): entropy, clock, names."""
-    from boxlite._portal import portal_pb2
-
-    return portal_pb2.RestoreRequest(
-        entropy=os.urandom(64), hostname=plan["hostname"], machine_id=os.urandom(16).hex(),
-        unix_time_ns=time.time_ns(),
-    ).SerializeToString()
+    return _wire.encode_restore_request(entropy=os.urandom(64), hostname=plan["hostname"],
+                                        machine_id=os.urandom(16).hex(), unix_time_ns=time.time_ns())
 
 
 def _die_with_parent() -> None:
@@ -354,12 +352,8 @@ def _die_with_parent() -> None:
 
 def _guest_boot_ms(ready: bytes) -> float | None:
     try:
-        from boxlite._portal import portal_pb2
-
-        msg = portal_pb2.Ready()
-        msg.ParseFromString(ready)
-        return round(msg.boot_ms, 1)
-    except Exception:
+        return round(_wire.double(_wire.decode(ready), 2), 1)  # Ready.boot_ms
+    except (ValueError, IndexError):
         return None
 
 
