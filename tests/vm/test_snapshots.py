@@ -208,3 +208,35 @@ async def test_a_restored_box_restarts_from_its_own_disk(runtime: boxlite.Boxlit
         assert out.split() == [marker, "kept"]
     finally:
         await runtime.remove(clone.id, force=True)
+
+
+@pytest.mark.anyio
+async def test_warmup_runs_once_and_clones_start_warm(runtime: boxlite.Boxlite) -> None:
+    """The generic hook CodeBox uses: work done in the first box before its template is taken (here, starting
+    a long-lived process, as CodeBox starts its in-box kernel) is already done in every restored box."""
+    from boxlite._snapshots import Warmup
+
+    calls: list[str] = []
+
+    async def warm(box: boxlite.Box) -> None:
+        calls.append(box.id)
+        await _run(box, "sh", "-c", "setsid python3 -c 'import time; time.sleep(10**6)' warm-kernel "
+                                    "</dev/null >/dev/null 2>&1 & echo started > /root/warmed")
+
+    hook = Warmup(tag="test-warm", run=warm)
+    opts = boxlite.BoxOptions(memory_mib=256)
+    first = await runtime.create(opts, warmup=hook)
+    second = await runtime.create(opts, warmup=hook)
+    try:
+        assert calls == [first.id]
+        assert first.info().boot == "cold" and second.info().boot == "restored"
+        for box in (first, second):
+            assert (await _run(box, "cat", "/root/warmed")).strip() == "started"
+            # (the bracket keeps grep from matching its own command line)
+            alive = await _run(box, "sh", "-c", "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done"
+                                                " | grep -c 'warm-kerne[l]'")
+            assert int(alive.strip()) >= 1
+        assert [t.tag for t in runtime.snapshots.templates() if t.tag == "test-warm"] == ["test-warm"]
+    finally:
+        for box in (first, second):
+            await runtime.remove(box.id, force=True)
