@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 import guest
-from guest import system
+from guest import system, wire
 from guest._portal import portal_pb2 as pb
 
 RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
@@ -65,7 +65,7 @@ def _reply(started: float) -> pb.RestoreReply:
     )
 
 
-def _apply(request: pb.RestoreRequest) -> None:
+def _apply(request: pb.RestoreRequest | wire.RestoreRequest) -> None:
     if request.unix_time_ns:
         time.clock_settime_ns(time.CLOCK_REALTIME, request.unix_time_ns)
     if request.entropy:
@@ -102,6 +102,7 @@ def apply_serialized(payload: bytes) -> tuple[bytes, Callable[[], None]]:
     only after the clone has its own entropy, clock and names.
     """
     started = time.monotonic()
-    request = pb.RestoreRequest()
-    request.ParseFromString(payload)
-    return _reply(started).SerializeToString(), lambda: _apply(request)
+    request = wire.decode_restore_request(payload)
+    reply = wire.encode_restore_reply(guest.__version__, system.kernel_release(), system.uptime_s(),
+                                      (time.monotonic() - started) * 1000)
+    return reply, lambda: _apply(request)

@@ -31,3 +31,19 @@ def test_replies_decode_as_protobuf_writes_them() -> None:
     fields = _wire.decode(ready.SerializeToString())
     assert _wire.double(fields, 2) == 3012.5 and fields[4] == 2 and fields[5] == 1 << 28
     assert _wire.double(_wire.decode(b""), 2) == 0.0
+
+
+def test_guest_codec_agrees_with_protobuf() -> None:
+    from guest import wire
+    from guest._portal import portal_pb2 as gpb
+
+    entropy = os.urandom(64)
+    raw = gpb.RestoreRequest(entropy=entropy, hostname="h1", machine_id="ab" * 16,
+                             unix_time_ns=1_796_000_000_000_000_001).SerializeToString()
+    assert wire.decode_restore_request(raw) == wire.RestoreRequest(entropy, "h1", "ab" * 16, 1_796_000_000_000_000_001)
+    assert wire.decode_restore_request(b"") == wire.RestoreRequest()
+    reply = gpb.RestoreReply()
+    reply.ParseFromString(wire.encode_restore_reply("0.1.0", "6.1.0", 4.5, 1.25))
+    assert (reply.agent_version, reply.kernel, reply.uptime_s, reply.restore_ms) == ("0.1.0", "6.1.0", 4.5, 1.25)
+    assert wire.encode_restore_reply("0.1.0", "6.1.0", 4.5, 1.25) == \
+        gpb.RestoreReply(agent_version="0.1.0", kernel="6.1.0", uptime_s=4.5, restore_ms=1.25).SerializeToString()
