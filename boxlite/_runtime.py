@@ -170,7 +170,7 @@ class Boxlite:
             source = self._snapshots.find_template(key) if key else None
         try:
             box = await self._configure_and_start(opts, image, source, warmup)
-        except (EngineError, TimeoutError) as exc:
+        except (EngineError, TimeoutError, StorageError) as exc:
             if source is None or source.kind != "template":
                 raise
             # A template that does not restore (its machine no longer matches this QEMU, say) is discarded;

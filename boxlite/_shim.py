@@ -27,6 +27,7 @@ from boxlite._serial_link import READY, HostLink
 from boxlite._state import FAILED, RUNNING, STOPPED, STOPPING, StateStore, host_boot_id, process_start_ticks
 
 PORTAL_PORT = 2695
+RESTORE_TIMEOUT_S = 30.0
 CHUNK = 256 * 1024
 
 
@@ -307,6 +308,10 @@ class SerialBoot:
         assert self._ready is not None
         exited: asyncio.Future[Any] = asyncio.ensure_future(qemu.wait())
         timeout = float(self.plan["boot_timeout"])
+        if self.plan.get("restore"):
+            # A restore answers in well under a second; one that does not is broken (the library then boots the
+            # box cold instead), and should not hold the caller for a whole boot timeout.
+            timeout = min(timeout, RESTORE_TIMEOUT_S)
         done, _ = await asyncio.wait({self._ready, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         exited.cancel()
         if self._ready not in done:
