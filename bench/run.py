@@ -13,6 +13,7 @@ Rows (and their floors, measured in the same run):
   warm_run_1plus1   CodeBox.run("1+1") in a running CodeBox                     (when boxlite.CodeBox exists)
   warm_python       exec `python3 -c 1+1` in a running box                      floor: portal Ping round trip
   idle_box_rss      host RSS of one idle restored box (shim + QEMU), 256 MiB    floor: bare restored QEMU
+                    guest, after create and one command, 2 s idle
   concurrent_8      8 boxes created at once -> all answered an exec             floor: one snapshot start
   exec_1000         1000 sequential execs of `true` (execs per second)          floor: 1000 Pings per second
 
@@ -142,7 +143,7 @@ async def suite(runs: int, execs: int) -> dict[str, Any]:
     restore_rss: list[float] = []
     boots: set[str] = set()
     for _ in range(runs):
-        floors["boot"].append(floor_boot_s(rt, image.disk_path) * 1000)
+        floors["boot"].append(floor_boot_s(rt, image.disk_path, MEMORY_MIB) * 1000)
         ms, _ = await start_to_first_exec(cold_rt)
         samples["cold_start"].append(ms)
         restore_ms, rss = await asyncio.to_thread(bare_restore_ms, template)
@@ -155,11 +156,11 @@ async def suite(runs: int, execs: int) -> dict[str, Any]:
     box = await rt.create(OPTS)
     try:
         await exec_true(box)
-        for _ in range(3):  # first uses translate the guest's code paths under TCG: not "warm"
-            await exec_true(box, "python3", "-c", "1+1")
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # idle: created, answered one command, nothing running
         pids = box_process_ids(box._refresh().shim_pid)
         samples["idle_box_rss"] = [sum(process_rss_bytes(p) or 0 for p in pids) / 2**20]
+        for _ in range(3):  # first uses translate the guest's code paths under TCG: not "warm"
+            await exec_true(box, "python3", "-c", "1+1")
         n = max(runs * 6, 30)
         for _ in range(n):
             floors["ping"].append(await timed(lambda: box._client.ping()))
