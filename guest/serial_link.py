@@ -21,6 +21,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 PORT_NAME = "boxlite.portal"
 HEADER = struct.Struct(">BII")
@@ -88,6 +89,9 @@ class SerialLink:
         self.on_restore = on_restore
         self._write_lock = threading.Lock()
         self._streams: dict[int, _Stream] = {}
+        # Pump threads are reused, not made per stream: a restored clone finds idle ones in its template's
+        # memory, and making a thread is one more first-time code path (slow under emulation) on its first call.
+        self._pumps = ThreadPoolExecutor(max_workers=1024, thread_name_prefix="serial-pump")
 
     # -- writing -------------------------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
@@ -120,7 +124,7 @@ class SerialLink:
         stream = _Stream(sock)
         with self._write_lock:
             self._streams[sid] = stream
-        threading.Thread(target=self._pump_up, args=(sid, stream), daemon=True).start()
+        self._pumps.submit(self._pump_up, sid, stream)
 
     def _pump_up(self, sid: int, stream: _Stream) -> None:
         """Bytes from the gRPC server go to the host as DATA frames; its end of output as EOF."""
