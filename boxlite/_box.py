@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Generator
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,14 +31,49 @@ from boxlite._execution import ExecStatus, Execution
 from boxlite._metrics import BoxMetrics, CpuSampler, box_process_ids, process_cpu_seconds, process_rss_bytes
 from boxlite._portal import portal_pb2 as pb
 from boxlite._portal_client import PortalClient
-from boxlite._state import ACTIVE, FAILED, RUNNING, STARTING, STOPPED, STOPPING, BoxRecord, process_alive
+from boxlite._state import (
+    ACTIVE,
+    CONFIGURED,
+    FAILED,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    BoxRecord,
+    process_alive,
+)
 from boxlite.engine import Accel, VmSpec, qemu_argv, vsock_device_argv
-from boxlite.engine.network import CONFIG_PORT, launch_entry, plan_from_config
+from boxlite.engine.network import CONFIG_PORT, inline_config, launch_entry, plan_from_config
+from boxlite.engine.qemu import kernel_cmdline
 
 if TYPE_CHECKING:
     from boxlite._runtime import Boxlite
+    from boxlite._snapshots import SnapshotInfo
 
 READY_PORT = 2696
+RESTORED_TB_SIZE_MIB = 64
+
+
+@cache
+def _shim_path() -> str:
+    """Where the shim's imports live: it needs only the standard library and boxlite (no third-party package),
+    so it can start without the `site` module (-S)."""
+    import boxlite
+
+    return str(Path(boxlite.__file__).resolve().parents[1])
+
+
+def _shim_env() -> dict[str, str]:
+    # -S skips `site` (a good part of the shim's start-up); boxlite's own location is given explicitly.
+    extra = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": _shim_path() + (os.pathsep + extra if extra else "")}
+
+
+def _virtual_size(qcow2: Path) -> int:
+    """The disk size the guest sees, from the qcow2 header (bytes 24-31), without running qemu-img."""
+    with open(qcow2, "rb") as f:
+        header = f.read(32)
+    return int.from_bytes(header[24:32], "big") if header[:4] == b"QFI\xfb" else qcow2.stat().st_size
 STOP_TIMEOUT_S = 10.0
 
 
@@ -60,6 +96,8 @@ class BoxInfo(BaseModel):
     error: str | None
     # Published ports as bound on the host (host port 0 replaced by the one picked), while running.
     ports: list[dict[str, Any]] = []
+    # How the latest start happened: "cold" (booted) or "restored" (from a snapshot or template).
+    boot: str | None = None
 
     @property
     def state(self) -> str:
@@ -132,7 +170,7 @@ class Box:
             engine=rec.engine, engine_reason=rec.engine_reason, pid=rec.vmm_pid, shim_pid=rec.shim_pid,
             cpus=cfg["cpus"], memory_mib=cfg["memory_mib"], disk_size_gb=cfg.get("disk_size_gb"),
             created_at=_when(rec.created_at) or datetime.now(UTC), started_at=_when(rec.started_at),
-            guest_boot_ms=rec.guest_boot_ms, box_dir=rec.box_dir, error=rec.error,
+            guest_boot_ms=rec.guest_boot_ms, box_dir=rec.box_dir, error=rec.error, boot=rec.boot,
             ports=self._published_ports() if rec.status == RUNNING else [],
         )
 
@@ -168,8 +206,19 @@ class Box:
         assets = rt._assets()
         accel = rt._accel()
         sockets = self.socket_dir
-        vhost_user = assets.vsock_device is not None and not Path("/dev/vhost-vsock").exists()
         net = plan_from_config(rec.id, rec.config, sockets)
+        transport = rt._transport()
+        # Published ports and allow-lists are relayed over vsock: those boxes take the vsock portal (and so
+        # cannot be snapshotted). Every other box gets its configuration on the kernel command line.
+        if net.rules or net.ports:
+            transport = "vsock"
+        # A box made from a snapshot is restored on its first start only; later starts boot its own disk.
+        restore = rec.config.get("restore") if rec.status == CONFIGURED else None
+        if restore:
+            transport = "serial"
+        vhost_user = transport == "vsock" and assets.vsock_device is not None \
+            and not Path("/dev/vhost-vsock").exists()
+        config_arg = f"boxlite.config={CONFIG_PORT}" if transport == "vsock" else inline_config(net)
         spec = VmSpec(
             qemu=assets.qemu, kernel=assets.kernel, guest_root=assets.guest_root,
             box_disk=self.box_dir / "disk.qcow2", box_dir=self.box_dir, accel=accel,
@@ -177,15 +226,24 @@ class Box:
             ready_port=READY_PORT if vhost_user else 20000 + int(rec.id[:4], 16) % 40000,
             vhost_user_socket=sockets / "vhost.sock" if vhost_user else None,
             guest_cid=3 if vhost_user else 3 + int(rec.id[:6], 16) % 1_000_000,
-            tsc_khz=rt._tsc_khz(), socket_dir=sockets,
-            devices=net.qemu_args, extra_cmdline=[f"boxlite.config={CONFIG_PORT}"],
+            tsc_khz=restore["tsc_khz"] if restore else rt._tsc_khz(), socket_dir=sockets,
+            devices=net.qemu_args, extra_cmdline=[config_arg],
+            transport=transport, serial_socket=sockets / "serial.sock",
+            cmdline=restore["cmdline"] if restore else None,
+            # A restored VM boots nothing: a smaller translation cache keeps its host memory down.
+            tb_size_mib=RESTORED_TB_SIZE_MIB if restore else VmSpec.tb_size_mib,
         )
         plan: dict[str, Any] = {
             "box_id": rec.id, "db": str(rt._store.path), "qemu_argv": qemu_argv(spec),
             "ready_port": spec.ready_port, "guest_cid": spec.guest_cid, "boot_timeout": rt.options.boot_timeout_s,
             "auto_remove": rec.config.get("auto_remove", False), "socket_dir": str(sockets),
-            "memory_mib": rec.config["memory_mib"],
-            "net": launch_entry(net),
+            "net": launch_entry(net, CONFIG_PORT if transport == "vsock" else 0),
+            "transport": transport, "hostname": spec.hostname, "restore": restore,
+            # What a snapshot of this VM must record to be restored with the same machine.
+            "serial_socket": str(spec.serial_socket), "qmp_socket": str(spec.qmp_socket),
+            "cmdline": spec.cmdline or kernel_cmdline(spec), "cpus": spec.cpus, "memory_mib": spec.memory_mib,
+            "disk_size_bytes": _virtual_size(spec.box_disk), "accel": accel.name, "kernel": str(spec.kernel),
+            "guest_root": str(spec.guest_root), "tsc_khz": spec.tsc_khz,
         }
         if vhost_user:
             assert assets.vsock_device is not None and spec.vhost_user_socket is not None
@@ -209,9 +267,9 @@ class Box:
         try:
             with open(self.box_dir / "shim.log", "ab") as log:
                 launcher = subprocess.Popen(
-                    [sys.executable, "-m", "boxlite._shim", str(self.box_dir), str(write_fd)],
+                    [sys.executable, "-S", "-m", "boxlite._shim", str(self.box_dir), str(write_fd)],
                     pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                    start_new_session=True, cwd="/",
+                    start_new_session=True, cwd="/", env=_shim_env(),
                 )
             os.close(write_fd)
             write_fd = -1
@@ -271,6 +329,14 @@ class Box:
 
     async def remove(self, force: bool = False) -> None:
         await self._runtime.remove(self.id, force=force)
+
+    async def snapshot(self, name: str) -> SnapshotInfo:
+        """Save the running box (memory, devices and disk, at one paused moment) as snapshot `name`.
+
+        The box pauses for a moment and then runs on. `BoxOptions(snapshot=name)` starts new boxes from it,
+        each with its own copy of the disk and fresh entropy, hostname and machine-id.
+        """
+        return await self._runtime.snapshots.create(self, name)
 
     # -- commands -------------------------------------------------------------------------------------------
     async def exec(
@@ -366,7 +432,7 @@ class Box:
             exec_errors_total=counters.get(f"box:{self.id}:exec_errors", 0),
             bytes_sent_total=counters.get(f"box:{self.id}:bytes_sent", 0),
             bytes_received_total=counters.get(f"box:{self.id}:bytes_received", 0),
-            total_create_duration_ms=rec.create_ms, guest_boot_duration_ms=rec.guest_boot_ms,
+            total_create_duration_ms=rec.create_ms, guest_boot_duration_ms=rec.guest_boot_ms, boot=rec.boot,
         )
         if rec.status != RUNNING:
             return m

@@ -71,6 +71,9 @@ class Options(_Validated):
     # ("insecure") use and credentials: {"host": "docker.io", "mirrors": ["http://127.0.0.1:5000"]}.
     # Merged with $BOXLITE_REGISTRY_MIRRORS & co. and HOME/registries.json (see boxlite/images/config.py).
     image_registries: list[str | RegistryConfig] = []
+    # Start boxes from a ready snapshot of a booted box ("template") whenever their options allow; the first box
+    # of each image/resources combination boots cold and leaves the template behind. False: always cold.
+    templates: bool = True
 
     @field_validator("home_dir")
     @classmethod
@@ -125,6 +128,8 @@ class BoxOptions(_Validated):
     @classmethod
     def _volumes(cls, v: Any) -> Any:
         return [parse_volume(entry) for entry in (v or [])]
+    # Start from this snapshot (runtime.snapshots) instead of booting: its memory, devices and disk.
+    snapshot: str | None = None
 
     @field_validator("env", mode="before")
     @classmethod

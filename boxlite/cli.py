@@ -43,6 +43,7 @@ from boxlite._runtime import Boxlite
 from boxlite._state import ACTIVE, default_home
 from boxlite.cli_images import add_images_parser
 from boxlite.cli_net import add_run_options, add_terminal_options, box_options, terminal, terminal_size
+from boxlite.cli_snapshots import add_snapshot_parser, templates_check
 from boxlite.engine.accel import ACCEL_ENV, detect_accel, hardware_kvm
 from boxlite.images import DEFAULT_IMAGE, Image
 
@@ -490,6 +491,7 @@ def doctor_checks(home: Path, accel_choice: str) -> dict[str, dict[str, str]]:
         free = f"{usage.free / 1024**3:.1f} GiB free under {_existing_parent(home)}"
         status = "fail" if usage.free < DISK_FAIL_BYTES else "warn" if usage.free < DISK_WARN_BYTES else "ok"
         _check(results, "disk", status, free)
+    _check(results, "templates", *templates_check(home))
     return results
 
 
@@ -508,6 +510,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _resolve_image(runtime: Boxlite, opts: BoxOptions) -> Image:
+    if opts.snapshot:
+        return Image.model_validate(runtime.snapshots.get(opts.snapshot).image_record)
     if opts.rootfs_path:
         return runtime.images.import_layout(Path(opts.rootfs_path), progress=info)
     return runtime.images.get(opts.image or DEFAULT_IMAGE, progress=info)
@@ -536,11 +540,12 @@ async def _run(args: argparse.Namespace) -> int:
         net_fields = box_options(args)
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
-    opts = BoxOptions(
-        image=None if rootfs else (args.image or DEFAULT_IMAGE), rootfs_path=rootfs, cpus=args.cpus,
-        memory_mib=args.memory, env=dict(args.env or []), working_dir=args.workdir, user=args.user,
-        name=args.name, auto_remove=args.rm, detach=True, **net_fields,
-    )
+    source: dict[str, Any] = {"image": None if rootfs else (args.image or DEFAULT_IMAGE), "rootfs_path": rootfs,
+                              "cpus": args.cpus, "memory_mib": args.memory}
+    if args.snapshot:  # the snapshot fixes the image and the resources
+        source = {"snapshot": args.snapshot}
+    opts = BoxOptions(**source, env=dict(args.env or []), working_dir=args.workdir, user=args.user,
+                      name=args.name, auto_remove=args.rm, detach=True, **net_fields)
     runtime = _runtime(args)
     signals = _Signals()
     signals.install()
@@ -729,6 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rootfs", metavar="PATH", help="boot from an OCI image layout directory instead of IMAGE")
     p.add_argument("--entrypoint", metavar="CMD", help='override the image\'s entrypoint ("" clears it)')
     add_run_options(p)
+    p.add_argument("--snapshot", metavar="NAME", help="start the box from this snapshot instead of booting it")
     _add_exec_options(p)
     p.add_argument("image", nargs="?", metavar="IMAGE", help=f"image reference (default {DEFAULT_IMAGE})")
     p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -771,6 +777,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_async(_metrics))
 
     add_images_parser(sub, _runtime)
+    add_snapshot_parser(sub, _runtime)
     return parser
 
 

@@ -1,7 +1,8 @@
 """The box's network and shared folders, set up at boot from the configuration the shim hands over.
 
-The kernel command line carries `boxlite.config=PORT`; the agent reads a JSON document from that vsock port
-of the host (see boxlite/engine/network.py for what is in it) after it has chrooted into the image's root.
+The kernel command line carries `boxlite.config=PORT`, and the agent reads a JSON document from that vsock port
+of the host, or `boxlite.config=b64:...`, the document itself (boxes without vsock); see
+boxlite/engine/network.py for what is in it. It is applied after the agent has chrooted into the image's root.
 """
 
 from __future__ import annotations
@@ -18,11 +19,19 @@ HOST_CID = 2
 CONFIG_TIMEOUT_S = 10.0
 
 
-def config_port(cmdline: str) -> int | None:
+def config_source(cmdline: str) -> str | None:
+    """`boxlite.config=` of the kernel command line: a vsock port, or `b64:` and the configuration itself."""
     for item in cmdline.split():
         if item.startswith("boxlite.config="):
-            return int(item.split("=", 1)[1])
+            return item.split("=", 1)[1]
     return None
+
+
+def inline(value: str) -> dict[str, Any]:
+    import base64
+
+    config: dict[str, Any] = json.loads(base64.urlsafe_b64decode(value.encode()))
+    return config
 
 
 def fetch(port: int) -> dict[str, Any]:
@@ -81,10 +90,10 @@ def setup_network(net: dict[str, Any]) -> None:
 def setup(cmdline: str) -> None:
     """Bring the box's loopback up, then (with a configuration) its network, ports and shared folders."""
     netsetup.link_up("lo")
-    port = config_port(cmdline)
-    if port is None:
+    source = config_source(cmdline)
+    if source is None:
         return
-    config = fetch(port)
+    config = inline(source[4:]) if source.startswith("b64:") else fetch(int(source))
     net = config.get("network") or {}
     setup_network(net)
     volumes.mount_all(config.get("volumes") or [])

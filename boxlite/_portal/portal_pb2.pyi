@@ -283,6 +283,16 @@ class PingRequest(_message.Message):
     __slots__ = []
     def __init__(self) -> None: ...
 
+class PrepareSnapshotReply(_message.Message):
+    __slots__ = ["mem_available_bytes"]
+    MEM_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    mem_available_bytes: int
+    def __init__(self, mem_available_bytes: _Optional[int] = ...) -> None: ...
+
+class PrepareSnapshotRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
 class Ready(_message.Message):
     __slots__ = ["agent_version", "boot_ms", "cpus", "kernel", "memory_bytes"]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -296,6 +306,30 @@ class Ready(_message.Message):
     kernel: str
     memory_bytes: int
     def __init__(self, agent_version: _Optional[str] = ..., boot_ms: _Optional[float] = ..., kernel: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+
+class RestoreReply(_message.Message):
+    __slots__ = ["agent_version", "kernel", "restore_ms", "uptime_s"]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_MS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    agent_version: str
+    kernel: str
+    restore_ms: float
+    uptime_s: float
+    def __init__(self, agent_version: _Optional[str] = ..., kernel: _Optional[str] = ..., uptime_s: _Optional[float] = ..., restore_ms: _Optional[float] = ...) -> None: ...
+
+class RestoreRequest(_message.Message):
+    __slots__ = ["entropy", "hostname", "machine_id", "unix_time_ns"]
+    ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_ID_FIELD_NUMBER: _ClassVar[int]
+    UNIX_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    entropy: bytes
+    hostname: str
+    machine_id: str
+    unix_time_ns: int
+    def __init__(self, entropy: _Optional[bytes] = ..., hostname: _Optional[str] = ..., machine_id: _Optional[str] = ..., unix_time_ns: _Optional[int] = ...) -> None: ...
 
 class ShutdownReply(_message.Message):
     __slots__ = []

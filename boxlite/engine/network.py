@@ -158,9 +158,18 @@ def plan_from_config(box_id: str, config: dict[str, Any], socket_dir: Path) -> N
     return plan_network(box_id, network, ports, volumes, socket_dir, Path(passt) if passt else None)
 
 
-def launch_entry(plan: NetPlan) -> dict[str, Any]:
-    """What the shim needs (the `net` entry of launch.json)."""
-    return {"guest_config": plan.guest_config, "config_port": CONFIG_PORT, "rules": plan.rules,
+def inline_config(plan: NetPlan) -> str:
+    """The guest's configuration as a kernel parameter (for boxes without vsock: no ports, no allow-list)."""
+    import base64
+    import json
+
+    data = json.dumps(plan.guest_config, separators=(",", ":"), sort_keys=True).encode()
+    return "boxlite.config=b64:" + base64.urlsafe_b64encode(data).decode()
+
+
+def launch_entry(plan: NetPlan, config_port: int = CONFIG_PORT) -> dict[str, Any]:
+    """What the shim needs (the `net` entry of launch.json); config_port 0: the configuration is inline."""
+    return {"guest_config": plan.guest_config, "config_port": config_port, "rules": plan.rules,
             "ports": plan.ports, "passt_argv": plan.passt_argv,
             "passt_socket": str(plan.passt_socket) if plan.passt_socket else None,
             "filter_socket": str(plan.passt_socket.with_name("net.sock")) if plan.passt_socket else None}

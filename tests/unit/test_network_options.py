@@ -13,7 +13,7 @@ from boxlite._netfilter import allowed
 from boxlite._netopts import HOST_ALIAS, NetworkSpec
 from boxlite._relay import bind_ports
 from boxlite.engine.network import MAX_DEVICES, plan_network, rule_table
-from guest.boxconfig import config_port, hosts_file, resolv_conf
+from guest.boxconfig import config_source, hosts_file, inline, resolv_conf
 
 PASST = Path("/usr/bin/passt")
 
@@ -152,7 +152,12 @@ def test_guest_files() -> None:
     assert hosts.count("example.org") == 1 and "127.0.1.1\tbox1" in hosts and "10.1.2.3" not in hosts
     assert "nameserver 10.0.2.3" in resolv_conf({"dns": "10.0.2.3"})
     assert "nameserver" not in resolv_conf({"kind": "allowlist"})
-    assert config_port("quiet boxlite.config=2697 x=1") == 2697 and config_port("quiet") is None
+    assert config_source("quiet boxlite.config=2697 x=1") == "2697" and config_source("quiet") is None
+    import base64
+    import json
+
+    encoded = base64.urlsafe_b64encode(json.dumps({"network": {"kind": "nat"}}).encode()).decode()
+    assert inline(encoded) == {"network": {"kind": "nat"}}
 
 
 def _frame(ethertype: int, dst: str = "1.2.3.4") -> bytes:
