@@ -1,4 +1,5 @@
 """Core timings of boxlite on this host, as medians of several runs, against the floor of a bare QEMU boot.
+(The whole suite, snapshots included, is bench/run.py; this module also provides its boot floor.)
 
     python3 bench/bench_core.py [--runs N] [--json FILE]
 
@@ -28,7 +29,7 @@ from boxlite.engine import VmSpec, detect_accel, qemu_argv
 from boxlite.provision import find_assets
 
 
-def floor_boot_s(runtime: boxlite.Boxlite, image_disk: Path) -> float:
+def floor_boot_s(runtime: boxlite.Boxlite, image_disk: Path, memory_mib: int = 512) -> float:
     """Launch QEMU exactly as a box does, but with python3 (/sbin/boxlite-floor) as init printing "ready".
 
     Returns the seconds from launch to that line on the console.
@@ -40,7 +41,7 @@ def floor_boot_s(runtime: boxlite.Boxlite, image_disk: Path) -> float:
         subprocess.run([str(assets.qemu_img), "create", "-q", "-f", "qcow2", "-b", str(image_disk), "-F", "raw",
                         str(disk)], check=True)
         spec = VmSpec(qemu=assets.qemu, kernel=assets.kernel, guest_root=assets.guest_root, box_disk=disk,
-                      box_dir=box_dir, accel=detect_accel(runtime.options.accel), cpus=1, memory_mib=512,
+                      box_dir=box_dir, accel=detect_accel(runtime.options.accel), cpus=1, memory_mib=memory_mib,
                       hostname="floor", ready_port=2696, vhost_user_socket=None, tsc_khz=runtime._tsc_khz())
         argv = qemu_argv(spec)
         # No vsock device: the floor needs none. python3 replaces the agent as init and prints on the console.

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from boxlite._execution import ExecResult, ExecStatus, Execution
     from boxlite._kernel_client import KernelClient
     from boxlite._metrics import BoxMetrics, RuntimeMetrics
+    from boxlite._netopts import NetworkSpec, PortSpec, VolumeSpec
     from boxlite._options import BoxOptions, Options
     from boxlite._runtime import Boxlite
     from boxlite._simplebox import SimpleBox
@@ -60,6 +61,7 @@ _LAZY = {
     "CODEBOX_IMAGE": "boxlite.images",
     "SyncBoxlite": "boxlite._sync", "SyncBox": "boxlite._sync", "SyncSimpleBox": "boxlite._sync",
     "SyncExecution": "boxlite._sync", "SyncCodeBox": "boxlite._sync",
+    "NetworkSpec": "boxlite._netopts", "PortSpec": "boxlite._netopts", "VolumeSpec": "boxlite._netopts",
 }
 
 
@@ -98,9 +100,11 @@ __all__ = [
     "KernelClient",
     "Logs",
     "NetworkError",
+    "NetworkSpec",
     "NotFoundError",
     "Options",
     "ParseError",
+    "PortSpec",
     "PortalError",
     "Result",
     "RuntimeMetrics",
@@ -113,4 +117,5 @@ __all__ = [
     "SyncSimpleBox",
     "TimeoutError",
     "UnsupportedEngineError",
+    "VolumeSpec",
 ]

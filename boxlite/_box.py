@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Generator
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,23 +22,59 @@ from boxlite import _files
 from boxlite._errors import (
     BoxliteError,
     EngineError,
-    ExecutionError,
     InvalidStateError,
+    NetworkError,
     PortalError,
     TimeoutError,
 )
-from boxlite._exec_args import check_exec_args
+from boxlite._exec_args import check_exec_args, check_tty_size
 from boxlite._execution import ExecStatus, Execution
 from boxlite._metrics import BoxMetrics, CpuSampler, box_process_ids, process_cpu_seconds, process_rss_bytes
 from boxlite._portal import portal_pb2 as pb
 from boxlite._portal_client import PortalClient
-from boxlite._state import ACTIVE, FAILED, RUNNING, STARTING, STOPPED, STOPPING, BoxRecord, process_alive
+from boxlite._state import (
+    ACTIVE,
+    CONFIGURED,
+    FAILED,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    BoxRecord,
+    process_alive,
+)
 from boxlite.engine import Accel, VmSpec, qemu_argv, vsock_device_argv
+from boxlite.engine.network import CONFIG_PORT, inline_config, launch_entry, plan_from_config
+from boxlite.engine.qemu import kernel_cmdline
 
 if TYPE_CHECKING:
     from boxlite._runtime import Boxlite
+    from boxlite._snapshots import SnapshotInfo
 
 READY_PORT = 2696
+RESTORED_TB_SIZE_MIB = 64
+
+
+@cache
+def _shim_path() -> str:
+    """Where the shim's imports live: it needs only the standard library and boxlite (no third-party package),
+    so it can start without the `site` module (-S)."""
+    import boxlite
+
+    return str(Path(boxlite.__file__).resolve().parents[1])
+
+
+def _shim_env() -> dict[str, str]:
+    # -S skips `site` (a good part of the shim's start-up); boxlite's own location is given explicitly.
+    extra = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": _shim_path() + (os.pathsep + extra if extra else "")}
+
+
+def _virtual_size(qcow2: Path) -> int:
+    """The disk size the guest sees, from the qcow2 header (bytes 24-31), without running qemu-img."""
+    with open(qcow2, "rb") as f:
+        header = f.read(32)
+    return int.from_bytes(header[24:32], "big") if header[:4] == b"QFI\xfb" else qcow2.stat().st_size
 STOP_TIMEOUT_S = 10.0
 
 
@@ -58,6 +95,10 @@ class BoxInfo(BaseModel):
     guest_boot_ms: float | None
     box_dir: str
     error: str | None
+    # Published ports as bound on the host (host port 0 replaced by the one picked), while running.
+    ports: list[dict[str, Any]] = []
+    # How the latest start happened: "cold" (booted) or "restored" (from a snapshot or template).
+    boot: str | None = None
 
     @property
     def state(self) -> str:
@@ -130,8 +171,16 @@ class Box:
             engine=rec.engine, engine_reason=rec.engine_reason, pid=rec.vmm_pid, shim_pid=rec.shim_pid,
             cpus=cfg["cpus"], memory_mib=cfg["memory_mib"], disk_size_gb=cfg.get("disk_size_gb"),
             created_at=_when(rec.created_at) or datetime.now(UTC), started_at=_when(rec.started_at),
-            guest_boot_ms=rec.guest_boot_ms, box_dir=rec.box_dir, error=rec.error,
+            guest_boot_ms=rec.guest_boot_ms, box_dir=rec.box_dir, error=rec.error, boot=rec.boot,
+            ports=self._published_ports() if rec.status == RUNNING else [],
         )
+
+    def _published_ports(self) -> list[dict[str, Any]]:
+        try:
+            ports: list[dict[str, Any]] = json.loads((self.box_dir / "ports.json").read_text())
+        except (OSError, ValueError):
+            return []
+        return ports
 
     def _require_running(self, action: str) -> BoxRecord:
         rec = self._refresh()
@@ -158,7 +207,19 @@ class Box:
         assets = rt._assets()
         accel = rt._accel()
         sockets = self.socket_dir
-        vhost_user = assets.vsock_device is not None and not Path("/dev/vhost-vsock").exists()
+        net = plan_from_config(rec.id, rec.config, sockets)
+        transport = rt._transport()
+        # Published ports and allow-lists are relayed over vsock: those boxes take the vsock portal (and so
+        # cannot be snapshotted). Every other box gets its configuration on the kernel command line.
+        if net.rules or net.ports:
+            transport = "vsock"
+        # A box made from a snapshot is restored on its first start only; later starts boot its own disk.
+        restore = rec.config.get("restore") if rec.status == CONFIGURED else None
+        if restore:
+            transport = "serial"
+        vhost_user = transport == "vsock" and assets.vsock_device is not None \
+            and not Path("/dev/vhost-vsock").exists()
+        config_arg = f"boxlite.config={CONFIG_PORT}" if transport == "vsock" else inline_config(net)
         spec = VmSpec(
             qemu=assets.qemu, kernel=assets.kernel, guest_root=assets.guest_root,
             box_disk=self.box_dir / "disk.qcow2", box_dir=self.box_dir, accel=accel,
@@ -166,12 +227,24 @@ class Box:
             ready_port=READY_PORT if vhost_user else 20000 + int(rec.id[:4], 16) % 40000,
             vhost_user_socket=sockets / "vhost.sock" if vhost_user else None,
             guest_cid=3 if vhost_user else 3 + int(rec.id[:6], 16) % 1_000_000,
-            tsc_khz=rt._tsc_khz(), socket_dir=sockets,
+            tsc_khz=restore["tsc_khz"] if restore else rt._tsc_khz(), socket_dir=sockets,
+            devices=net.qemu_args, extra_cmdline=[config_arg],
+            transport=transport, serial_socket=sockets / "serial.sock",
+            cmdline=restore["cmdline"] if restore else None,
+            # A restored VM boots nothing: a smaller translation cache keeps its host memory down.
+            tb_size_mib=RESTORED_TB_SIZE_MIB if restore else VmSpec.tb_size_mib,
         )
         plan: dict[str, Any] = {
             "box_id": rec.id, "db": str(rt._store.path), "qemu_argv": qemu_argv(spec),
             "ready_port": spec.ready_port, "guest_cid": spec.guest_cid, "boot_timeout": rt.options.boot_timeout_s,
             "auto_remove": rec.config.get("auto_remove", False), "socket_dir": str(sockets),
+            "net": launch_entry(net, CONFIG_PORT if transport == "vsock" else 0),
+            "transport": transport, "hostname": spec.hostname, "restore": restore,
+            # What a snapshot of this VM must record to be restored with the same machine.
+            "serial_socket": str(spec.serial_socket), "qmp_socket": str(spec.qmp_socket),
+            "cmdline": spec.cmdline or kernel_cmdline(spec), "cpus": spec.cpus, "memory_mib": spec.memory_mib,
+            "disk_size_bytes": _virtual_size(spec.box_disk), "accel": accel.name, "kernel": str(spec.kernel),
+            "guest_root": str(spec.guest_root), "tsc_khz": spec.tsc_khz,
         }
         if vhost_user:
             assert assets.vsock_device is not None and spec.vhost_user_socket is not None
@@ -183,7 +256,8 @@ class Box:
     def _start_blocking(self) -> None:
         rec = self._refresh()
         plan, accel = self._plan(rec)
-        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.socket_dir.chmod(0o700)
         (self.box_dir / "launch.json").write_text(json.dumps(plan, indent=1))
         for name in ("console.log", "qemu.log"):
             (self.box_dir / name).unlink(missing_ok=True)
@@ -194,9 +268,9 @@ class Box:
         try:
             with open(self.box_dir / "shim.log", "ab") as log:
                 launcher = subprocess.Popen(
-                    [sys.executable, "-m", "boxlite._shim", str(self.box_dir), str(write_fd)],
+                    [sys.executable, "-S", "-m", "boxlite._shim", str(self.box_dir), str(write_fd)],
                     pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                    start_new_session=True, cwd="/",
+                    start_new_session=True, cwd="/", env=_shim_env(),
                 )
             os.close(write_fd)
             write_fd = -1
@@ -215,6 +289,9 @@ class Box:
             with contextlib.suppress(BoxliteError):
                 if self._refresh().status in ACTIVE:
                     store.update(self.id, status=FAILED, error=error)
+            if event.get("kind") == "network":
+                raise NetworkError(f"box {self.id} failed to start: {error}",
+                                   fix=event.get("fix") or "check the box's ports and network options")
             if event.get("timeout"):
                 raise TimeoutError(f"box {self.id} did not boot: {error}",
                                    fix="raise Options(boot_timeout_s=...) or check the console log in "
@@ -254,6 +331,14 @@ class Box:
     async def remove(self, force: bool = False) -> None:
         await self._runtime.remove(self.id, force=force)
 
+    async def snapshot(self, name: str) -> SnapshotInfo:
+        """Save the running box (memory, devices and disk, at one paused moment) as snapshot `name`.
+
+        The box pauses for a moment and then runs on. `BoxOptions(snapshot=name)` starts new boxes from it,
+        each with its own copy of the disk and fresh entropy, hostname and machine-id.
+        """
+        return await self._runtime.snapshots.create(self, name)
+
     # -- commands -------------------------------------------------------------------------------------------
     async def exec(
         self,
@@ -267,16 +352,18 @@ class Box:
         *,
         timeout: float | None = None,
         stdin: bool = False,
+        tty_size: tuple[int, int] | None = None,
     ) -> Execution:
         """Start `cmd args...` in the box and return at once; the Execution streams its output.
 
         env adds to the image's environment; user ("name", "uid[:gid]") and cwd default to the image's.
         A timeout kills the command's whole process group. stdin=True lets you write_stdin()/close_stdin().
+        tty=True runs it on a pseudo-terminal of tty_size (rows, cols; 24x80 by default): its output all
+        arrives as stdout, and Execution.resize() changes the size.
         """
-        if tty:
-            raise ExecutionError("tty=True is not supported yet", fix="run without a terminal (tty=False)")
         # Bad arguments fail here, before the box's state is even looked at (see boxlite/_exec_args.py).
         checked = check_exec_args(cmd, args, env, user, cwd, timeout if timeout is not None else timeout_secs)
+        rows, cols = check_tty_size(tty_size)
         rec = self._require_running("execute")
         image = rec.image
         cfg = rec.config
@@ -289,6 +376,8 @@ class Box:
             user=checked.user or cfg.get("user") or image.get("user") or "", timeout_s=checked.timeout_s,
             stdin=bool(stdin),
         )
+        if tty:
+            request.tty.CopyFrom(pb.TtySize(rows=rows, cols=cols))
         store = self._runtime._store
 
         def on_exit(status: ExecStatus) -> None:
@@ -346,7 +435,7 @@ class Box:
             exec_errors_total=counters.get(f"box:{self.id}:exec_errors", 0),
             bytes_sent_total=counters.get(f"box:{self.id}:bytes_sent", 0),
             bytes_received_total=counters.get(f"box:{self.id}:bytes_received", 0),
-            total_create_duration_ms=rec.create_ms, guest_boot_duration_ms=rec.guest_boot_ms,
+            total_create_duration_ms=rec.create_ms, guest_boot_duration_ms=rec.guest_boot_ms, boot=rec.boot,
         )
         if rec.status != RUNNING:
             return m

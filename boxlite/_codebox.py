@@ -46,17 +46,35 @@ KERNEL_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 
-# ipykernel without its debugger: importing debugpy costs ~2 s of the kernel's start under emulation, and a
-# sandboxed agent loop never attaches a debugger. CodeBox(debugger=True) keeps it (Jupyter's debug panel).
-# History lives in memory (In/Out, %history, history requests all work within the kernel's life): the
-# default SQLite file on the box's disk cost ~35 ms per cell under emulation, more than the rest of a cell.
-KERNEL_ARGV_NO_DEBUGGER = [
-    "python3", "-c",
-    "import sys; sys.modules['debugpy'] = None\nfrom ipykernel import kernelapp\nkernelapp.launch_new_instance()",
-    "-f", "{connection_file}", "--HistoryManager.hist_file=:memory:",
-]
-KERNEL_ARGV_DEBUGGER = ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                        "--HistoryManager.hist_file=:memory:"]
+# How the kernel is started: ipykernel, with three changes made by this launcher (python3 -c):
+# - without its debugger unless asked (`--no-debugger`): importing debugpy costs ~2 s of the kernel's start under
+#   emulation, and a sandboxed agent loop never attaches one. CodeBox(debugger=True) keeps it (Jupyter's panel).
+# - printed output is flushed once a megabyte has gathered, not only every 0.2 s: a cell printing fast would
+#   otherwise build one message of tens of MB (and stall on it everywhere); the writer now waits for its flush.
+# - history lives in memory (In/Out, %history and history requests work within the kernel's life): the default
+#   SQLite file on the box's disk cost ~35 ms per cell under emulation, more than the rest of a `1+1` cell.
+KERNEL_LAUNCHER = """\
+import sys, threading
+if "--no-debugger" in sys.argv:
+    sys.argv.remove("--no-debugger")
+    sys.modules["debugpy"] = None
+from ipykernel import iostream, kernelapp
+_write = iostream.OutStream.write
+def _write_flushing(self, string):
+    written = _write(self, string)
+    buffer = getattr(self, "_buffer", None)
+    if buffer is not None and buffer.tell() >= 1 << 20:
+        self.flush()
+    return written
+iostream.OutStream.write = _write_flushing
+kernelapp.launch_new_instance()
+"""
+
+
+def default_kernel_argv(debugger: bool = False) -> list[str]:
+    argv = ["python3", "-c", KERNEL_LAUNCHER, "-f", "{connection_file}", "--HistoryManager.hist_file=:memory:"]
+    return argv if debugger else [*argv, "--no-debugger"]
+
 
 InputHandler = Callable[[str, bool], "str | Awaitable[str]"]
 
@@ -158,7 +176,7 @@ class CodeBox(SimpleBox):
         **kwargs: Any,
     ) -> None:
         super().__init__(image or _default_image(), memory_mib=memory_mib, cpus=cpus, runtime=runtime, **kwargs)
-        self.kernel_argv = list(kernel_argv or (KERNEL_ARGV_DEBUGGER if debugger else KERNEL_ARGV_NO_DEBUGGER))
+        self.kernel_argv = list(kernel_argv or default_kernel_argv(debugger))
         self.kernel_env = {**KERNEL_ENV, **(kernel_env or {})}
         self.max_output_bytes = max_output_bytes
         self._kernel: KernelClient | None = None
@@ -176,8 +194,14 @@ class CodeBox(SimpleBox):
 
     @property
     def workdir(self) -> str:
+        """The kernel's working directory: relative paths of `files` are taken from there."""
+        if self._kernel is not None and self._kernel.info is not None and self._kernel.info.cwd:
+            return self._kernel.info.cwd
+        return self._configured_workdir() or "/"
+
+    def _configured_workdir(self) -> str:
         cfg = self.box._record.config
-        return str(cfg.get("working_dir") or self.box._record.image.get("working_dir") or "/root")
+        return str(cfg.get("working_dir") or self.box._record.image.get("working_dir") or "")
 
     async def start(self) -> CodeBox:
         await super().start()
@@ -198,7 +222,7 @@ class CodeBox(SimpleBox):
         env = dict(e.split("=", 1) for e in rec.image.get("env", []) if "=" in e)
         env.update(rec.config.get("env") or {})
         env.update(self.kernel_env)
-        return pb.ExecRequest(argv=self.kernel_argv, env=env, cwd=self.workdir,
+        return pb.ExecRequest(argv=self.kernel_argv, env=env, cwd=self._configured_workdir(),
                               user=rec.config.get("user") or rec.image.get("user") or "")
 
     async def _start_kernel(self, restart: bool) -> None:

@@ -123,3 +123,14 @@ def check_exec_args(
             raise _bad(f"timeout must be between 0 and {MAX_TIMEOUT_S:g} seconds, got {_shown(timeout)}",
                        "pass a positive number of seconds, or None for no limit")
     return ExecArgs(argv=argv, env=environment, user=user, cwd=cwd, timeout_s=timeout_s)
+
+
+def check_tty_size(size: Any) -> tuple[int, int]:
+    """Box.exec's tty_size (rows, cols), 24x80 when None; a terminal is at most 65535 in either direction."""
+    if size is None:
+        return 24, 80
+    if not (isinstance(size, tuple | list) and len(size) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 65535 for n in size)):
+        raise _bad(f"tty_size must be (rows, cols), two whole numbers from 1 to 65535, got {_shown(size)}",
+                   "pass e.g. tty_size=(24, 80), or None for 24x80")
+    return int(size[0]), int(size[1])

@@ -18,8 +18,13 @@ class BoxMetrics(BaseModel):
     exec_errors_total: int = 0
     bytes_sent_total: int = 0
     bytes_received_total: int = 0
+    # create() called -> box ready, as the caller saw it (image resolution, disk, VM start, agent ready).
     total_create_duration_ms: float | None = None
+    # Measured inside the guest, on its own clock: kernel start -> agent ready (cold boot), or the moment the
+    # snapshot was taken -> agent re-identified and ready (restore; the guest's clock resumes from the snapshot).
     guest_boot_duration_ms: float | None = None
+    # How the box's latest start happened: "cold" or "restored".
+    boot: str | None = None
     # Host view: CPU of all the box's host processes (100 = one host core) and their resident memory.
     cpu_percent: float | None = None
     memory_bytes: int | None = None
@@ -32,6 +37,18 @@ class BoxMetrics(BaseModel):
     disk_total_bytes: int | None = None
 
     # Short names as the reference design documents them.
+    @property
+    def commands(self) -> int:
+        return self.commands_executed_total
+
+    @property
+    def errors(self) -> int:
+        return self.exec_errors_total
+
+    @property
+    def total_create_ms(self) -> float | None:
+        return self.total_create_duration_ms
+
     @property
     def cpu(self) -> float | None:
         return self.cpu_percent
@@ -46,11 +63,34 @@ class BoxMetrics(BaseModel):
 
 
 class RuntimeMetrics(BaseModel):
+    """Counted in the home directory's state database: every process using that home adds to the same totals."""
+
     boxes_created_total: int = 0
     boxes_failed_total: int = 0
+    # Boxes whose VM is really up now (their supervisor and VMM processes alive), not merely configured.
     num_running_boxes: int = 0
     total_commands_executed: int = 0
     total_exec_errors: int = 0
+
+    @property
+    def boxes_created(self) -> int:
+        return self.boxes_created_total
+
+    @property
+    def boxes_failed(self) -> int:
+        return self.boxes_failed_total
+
+    @property
+    def running(self) -> int:
+        return self.num_running_boxes
+
+    @property
+    def commands(self) -> int:
+        return self.total_commands_executed
+
+    @property
+    def errors(self) -> int:
+        return self.total_exec_errors
 
 
 def process_cpu_seconds(pid: int) -> float | None:

@@ -10,6 +10,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
 from boxlite._errors import ConfigError
+from boxlite._netopts import (
+    NetworkSpec,
+    PortSpec,
+    VolumeSpec,
+    check_unique,
+    parse_network,
+    parse_port,
+    parse_volume,
+)
 from boxlite.images.config import RegistryConfig, check_search_host
 from boxlite.images.reference import check_image_option
 
@@ -89,6 +98,9 @@ class Options(_Validated):
     # ("insecure") use and credentials: {"host": "docker.io", "mirrors": ["http://127.0.0.1:5000"]}.
     # Merged with $BOXLITE_REGISTRY_MIRRORS & co. and HOME/registries.json (see boxlite/images/config.py).
     image_registries: list[str | RegistryConfig] = []
+    # Start boxes from a ready snapshot of a booted box ("template") whenever their options allow; the first box
+    # of each image/resources combination boots cold and leaves the template behind. False: always cold.
+    templates: bool = True
 
     @field_validator("home_dir")
     @classmethod
@@ -129,6 +141,27 @@ class BoxOptions(_Validated):
     detach: bool = False
     entrypoint: list[str] | None = None
     cmd: list[str] | None = None
+    # What the box reaches and what reaches it (boxlite/_netopts.py).
+    network: NetworkSpec = NetworkSpec()
+    ports: list[PortSpec] = []
+    volumes: list[VolumeSpec] = []
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _network(cls, v: Any) -> Any:
+        return parse_network(v)
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _ports(cls, v: Any) -> Any:
+        return [parse_port(p) for p in (v or [])]
+
+    @field_validator("volumes", mode="before")
+    @classmethod
+    def _volumes(cls, v: Any) -> Any:
+        return [parse_volume(entry) for entry in (v or [])]
+    # Start from this snapshot (runtime.snapshots) instead of booting: its memory, devices and disk.
+    snapshot: str | None = None
 
     @field_validator("env", mode="before")
     @classmethod
@@ -231,4 +264,5 @@ class BoxOptions(_Validated):
     def _one_source(self) -> BoxOptions:
         if self.image is not None and self.rootfs_path is not None:
             raise ValueError("give either image or rootfs_path, not both")
+        check_unique(self.ports, self.volumes)
         return self

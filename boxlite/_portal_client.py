@@ -15,7 +15,8 @@ from boxlite._portal import portal_pb2 as pb
 from boxlite._portal import portal_pb2_grpc as pb_grpc
 
 _CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # One kernel message (a large image a cell displays, say) arrives whole: allow big ones.
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.enable_http_proxy", 0),
 ]

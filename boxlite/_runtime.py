@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -19,11 +20,31 @@ import anyio
 
 from boxlite import _progress
 from boxlite._box import Box, BoxInfo
-from boxlite._errors import AlreadyExistsError, BoxliteError, InvalidStateError, NotFoundError, StorageError
+from boxlite._errors import (
+    AlreadyExistsError,
+    BoxliteError,
+    ConfigError,
+    EngineError,
+    InvalidStateError,
+    NotFoundError,
+    StorageError,
+    TimeoutError,
+)
 from boxlite._metrics import RuntimeMetrics
 from boxlite._options import BoxOptions, Options
-from boxlite._state import ACTIVE, CONFIGURED, RUNNING, STOPPING, BoxRecord, StateStore, default_home
+from boxlite._snapshots import SnapshotInfo, SnapshotStore, Warmup, stale_reason
+from boxlite._state import (
+    ACTIVE,
+    CONFIGURED,
+    RUNNING,
+    STOPPING,
+    BoxRecord,
+    StateStore,
+    default_home,
+    process_alive,
+)
 from boxlite.engine import Accel, detect_accel
+from boxlite.engine.snapshot import copy_sparse
 from boxlite.images import DEFAULT_IMAGE, Image, ImageStore
 from boxlite.provision import Assets, find_assets
 
@@ -52,6 +73,7 @@ class Boxlite:
         self.home = self.options.home_dir or default_home()
         self._store = StateStore(self.home / "boxlite.db")
         self._images = ImageStore(self.home, registries=self.options.image_registries, in_use=self._boxes_by_image)
+        self._snapshots = SnapshotStore(self)
         # Boxes created here without detach=True: they end with this runtime (close(), or at interpreter exit).
         self._owned: dict[str, Box] = {}
         self._closed = False
@@ -74,6 +96,24 @@ class Boxlite:
     def _tsc_khz() -> int | None:
         return _host_tsc_khz()
 
+    @staticmethod
+    def _transport() -> str:
+        """How the host reaches the agent: "serial" (a virtio-serial port; VMs can be snapshotted) or "vsock"
+        (vhost-user or kernel vsock; cannot be snapshotted with vhost-user). $BOXLITE_TRANSPORT overrides."""
+        value = os.environ.get("BOXLITE_TRANSPORT", "serial")
+        if value not in ("serial", "vsock"):
+            raise ConfigError(f"BOXLITE_TRANSPORT must be serial or vsock, got {value!r}", fix="unset it")
+        return value
+
+    @staticmethod
+    def _disk_size(opts: BoxOptions, image: Image) -> int:
+        return max(image.disk_bytes, int((opts.disk_size_gb or 0) * 1024**3))
+
+    @property
+    def snapshots(self) -> SnapshotStore:
+        """Snapshots of boxes (`box.snapshot(name)`): list, get, remove; `BoxOptions(snapshot=name)` starts one."""
+        return self._snapshots
+
     @property
     def images(self) -> ImageStore:
         """The image cache: get/pull/load/list/remove/prune. Images boxes use cannot be removed."""
@@ -86,6 +126,8 @@ class Boxlite:
             digest = (rec.image or {}).get("digest")
             if digest:
                 used.setdefault(str(digest), []).append(rec.name or rec.id)
+        for digest, names in self._snapshots.image_digests().items():
+            used.setdefault(digest, []).extend(names)
         return used
 
     def _resolve_image(self, opts: BoxOptions) -> Image:
@@ -95,8 +137,15 @@ class Boxlite:
         return self._images.get(opts.image or DEFAULT_IMAGE, progress=progress)
 
     # -- boxes -------------------------------------------------------------------------------------------------
-    async def create(self, options: BoxOptions | None = None, name: str | None = None) -> Box:
-        """Create a box and boot it; returns once its agent is ready."""
+    async def create(self, options: BoxOptions | None = None, name: str | None = None, *,
+                     warmup: Warmup | None = None) -> Box:
+        """Create a box and start it; returns once its agent is ready.
+
+        The box is restored from a snapshot when `options.snapshot` names one, else from the runtime's template
+        for its image and resources when there is a fresh one (see boxlite/_snapshots.py), else booted cold
+        (and, when its options allow, snapshotted as that template). `warmup` runs in a cold-booted box before
+        it is returned and before its template is taken; restored boxes have its effect already.
+        """
         self._check_open()
         opts = options or BoxOptions()
         if name is not None:
@@ -109,26 +158,79 @@ class Boxlite:
         if opts.name and self._store.name_taken(opts.name):
             raise AlreadyExistsError(f"box already exists: {opts.name}",
                                      fix="choose another name, or remove the existing box first")
-        image = await anyio.to_thread.run_sync(self._resolve_image, opts)
-        box = await anyio.to_thread.run_sync(self._configure, opts, image)
+        source: SnapshotInfo | None = None
+        key: str | None = None
+        if opts.snapshot is not None:
+            source = self._snapshot_source(opts)
+            image = Image.model_validate(source.image_record)
+            opts = opts.model_copy(update={"cpus": source.cpus, "memory_mib": source.memory_mib})
+        else:
+            image = await anyio.to_thread.run_sync(self._resolve_image, opts)
+            key = await anyio.to_thread.run_sync(self._snapshots.key_for, opts, image, warmup.tag if warmup else "")
+            source = self._snapshots.find_template(key) if key else None
         try:
-            await box.start()
-        except BaseException:
-            # A box whose first start failed was never usable: leave nothing behind.
-            # (The shim has counted the failure.)
-            with anyio.CancelScope(shield=True), contextlib.suppress(BoxliteError):
-                await self.remove(box.id, force=True)
-            raise
+            box = await self._configure_and_start(opts, image, source, warmup)
+        except (EngineError, TimeoutError, StorageError) as exc:
+            if source is None or source.kind != "template":
+                raise
+            # A template that does not restore (its machine no longer matches this QEMU, say) is discarded;
+            # the box boots cold instead and leaves a new template.
+            logging.getLogger("boxlite").warning("discarding start template %s: %s", source.name, exc)
+            self._snapshots.discard_template(source)
+            source = None
+            box = await self._configure_and_start(opts, image, None, warmup)
+        if source is None and key is not None:
+            # The first box of its kind leaves a template behind for the next ones (a pause of a few hundred ms).
+            await self._snapshots.make_template(box, key, warmup.tag if warmup else "")
         self._store.update(box.id, create_ms=round((time.monotonic() - started) * 1000, 1))
         self._store.bump("boxes_created")
         if not opts.detach:
             self._owned[box.id] = box
         return box
 
-    def _configure(self, opts: BoxOptions, image: Image) -> Box:
+    async def _configure_and_start(self, opts: BoxOptions, image: Image, source: SnapshotInfo | None,
+                                   warmup: Warmup | None) -> Box:
+        box = await anyio.to_thread.run_sync(self._configure, opts, image, source)
+        try:
+            await box.start()
+            if source is None and warmup is not None:
+                await warmup.run(box)
+        except BaseException:
+            # A box whose first start failed was never usable: leave nothing behind.
+            # (The shim has counted the failure.)
+            with anyio.CancelScope(shield=True), contextlib.suppress(BoxliteError):
+                await self.remove(box.id, force=True)
+            raise
+        return box
+
+    def _snapshot_source(self, opts: BoxOptions) -> SnapshotInfo:
+        assert opts.snapshot is not None
+        source = self._snapshots.get(opts.snapshot)
+        why = stale_reason(source)
+        if why is None and not Path(source.image_record.get("disk_path", "")).exists():
+            why = f"its image's disk {source.image_record.get('disk_path')} is gone"
+        if why is None and source.accel != self._accel().name:
+            why = f"it was taken under {source.accel}, this runtime uses {self._accel().name}"
+        if why is not None:
+            raise InvalidStateError(f"snapshot {source.name} cannot be restored: {why}",
+                                    fix="take a new snapshot from a box started now, and remove this one")
+        for field, value in (("cpus", source.cpus), ("memory_mib", source.memory_mib)):
+            if field in opts.model_fields_set and getattr(opts, field) != value:
+                raise ConfigError(f"snapshot {source.name} was taken with {field}={value}; a box restored from "
+                                  f"it cannot have {field}={getattr(opts, field)}",
+                                  fix=f"leave {field} unset (or {value}) with snapshot=")
+        if opts.image is not None and opts.image != source.image:
+            raise ConfigError(f"snapshot {source.name} is of image {source.image}, not {opts.image}",
+                              fix="leave image unset with snapshot=")
+        return source
+
+    def _configure(self, opts: BoxOptions, image: Image, source: SnapshotInfo | None = None) -> Box:
         box_id = secrets.token_hex(6)
         box_dir = self.home / "boxes" / box_id
         config: dict[str, Any] = opts.model_dump(mode="json")
+        if source is not None:
+            config["restore"] = {**self._snapshots.restore_plan(source), "cmdline": source.cmdline,
+                                 "tsc_khz": source.tsc_khz}
         if len(str(box_dir)) > _MAX_SOCKET_DIR:
             config["socket_dir"] = str(Path(tempfile.gettempdir()) / f"boxlite-{os.getuid()}" / box_id)
         record = BoxRecord(
@@ -137,13 +239,19 @@ class Boxlite:
         )
         self._store.insert(record)  # raises AlreadyExistsError for a taken name, before anything is made
         try:
-            box_dir.mkdir(parents=True)
-            size = max(image.disk_bytes, int((opts.disk_size_gb or 0) * 1024**3))
-            subprocess.run(
-                [str(self._assets().qemu_img), "create", "-q", "-f", "qcow2", "-b", str(image.disk_path),
-                 "-F", "raw", str(box_dir / "disk.qcow2"), str(size)],
-                check=True, capture_output=True, text=True,
-            )
+            box_dir.mkdir(parents=True, mode=0o700)  # its sockets reach the VM: for this user only
+            box_dir.chmod(0o700)
+            if source is not None:
+                # Its own copy of the frozen overlay (backed by the image's disk), byte-identical to the disk the
+                # snapshot's memory saw.
+                copy_sparse(source.dir / "disk.qcow2", box_dir / "disk.qcow2")
+                (box_dir / "disk.qcow2").chmod(0o644)
+            else:
+                subprocess.run(
+                    [str(self._assets().qemu_img), "create", "-q", "-f", "qcow2", "-b", str(image.disk_path),
+                     "-F", "raw", str(box_dir / "disk.qcow2"), str(self._disk_size(opts, image))],
+                    check=True, capture_output=True, text=True,
+                )
         except (OSError, subprocess.CalledProcessError) as exc:
             self._store.delete(box_id)
             shutil.rmtree(box_dir, ignore_errors=True)
@@ -192,7 +300,8 @@ class Boxlite:
         return RuntimeMetrics(
             boxes_created_total=counters.get("boxes_created", 0),
             boxes_failed_total=counters.get("boxes_failed", 0),
-            num_running_boxes=sum(1 for rec in self._store.all() if rec.status == RUNNING),
+            num_running_boxes=sum(1 for rec in self._store.all()
+                                  if rec.status == RUNNING and process_alive(rec.vmm_pid, None)),
             total_commands_executed=counters.get("commands", 0),
             total_exec_errors=counters.get("exec_errors", 0),
         )

@@ -22,9 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from boxlite import _wire
+from boxlite._errors import NetworkError
+from boxlite._relay import NetworkSide
+from boxlite._serial_link import READY, HostLink
 from boxlite._state import FAILED, RUNNING, STOPPED, STOPPING, StateStore, host_boot_id, process_start_ticks
+from boxlite.engine import jail
 
 PORTAL_PORT = 2695
+RESTORE_TIMEOUT_S = 30.0
 CHUNK = 256 * 1024
 
 
@@ -100,6 +106,8 @@ class Shim:
         self.link = GuestLink(self.plan)
         self.stop_requested = False
         self.procs: list[asyncio.subprocess.Process] = []
+        self.filter_server: asyncio.AbstractServer | None = None
+        self.serial: SerialBoot | None = SerialBoot(self) if self.plan.get("transport") == "serial" else None
 
     def report(self, event: dict[str, Any]) -> None:
         if self.status_fd is None:
@@ -109,10 +117,11 @@ class Shim:
             os.close(self.status_fd)
         self.status_fd = None
 
-    async def _spawn(self, argv: list[str], log_name: str) -> asyncio.subprocess.Process:
+    async def _spawn(self, argv: list[str], log_name: str,
+                     pass_fds: tuple[int, ...] = ()) -> asyncio.subprocess.Process:
         with open(self.box_dir / log_name, "ab") as log:
             proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                                                        stderr=log, preexec_fn=_die_with_parent)
+                                                        stderr=log, preexec_fn=_die_with_parent, pass_fds=pass_fds)
         self.procs.append(proc)
         return proc
 
@@ -128,6 +137,25 @@ class Shim:
             if proc.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"vhost-device-vsock did not start: {_tail(self.box_dir / 'vsock.log')}")
             await asyncio.sleep(0.002)
+
+    async def _start_passt(self) -> None:
+        """The user-mode NAT of an `enabled` network (boxlite/engine/network.py), before QEMU connects to it."""
+        net = self.plan.get("net") or {}
+        if not net.get("passt_argv"):
+            return
+        socket_path = Path(net["passt_socket"])
+        with contextlib.suppress(FileNotFoundError):
+            socket_path.unlink()
+        proc = await self._spawn(net["passt_argv"], "passt.log")
+        deadline = time.monotonic() + 10
+        while not socket_path.exists():
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise NetworkError(f"passt (the user-mode network) did not start: {_tail(self.box_dir / 'passt.log')}",
+                                   fix="check that `passt --version` runs, or use network='disabled'")
+            await asyncio.sleep(0.002)
+        from boxlite import _netfilter
+
+        self.filter_server = await _netfilter.serve(net["filter_socket"], str(socket_path))
 
     async def _wait_ready(self, listener: socket.socket, qemu: asyncio.subprocess.Process) -> bytes:
         loop = asyncio.get_running_loop()
@@ -157,6 +185,9 @@ class Shim:
             path.unlink()
 
         async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self.serial is not None:
+                await self.serial.link.relay(reader, writer)
+                return
             try:
                 g_reader, g_writer = await self.link.connect(PORTAL_PORT)
             except (OSError, ConnectionError):
@@ -179,19 +210,33 @@ class Shim:
         loop.add_signal_handler(signal.SIGINT, self._on_sigterm)
         self.store.update(self.box_id, shim_pid=os.getpid(), shim_start=process_start_ticks(os.getpid()),
                           boot_id=host_boot_id())
+        # Limits for everything this shim starts (see engine/jail.py).
+        jail.apply_rlimits()
+        cgroup = jail.enter_cgroup(self.box_id, int(self.plan.get("memory_mib") or 512))
         qemu: asyncio.subprocess.Process | None = None
         server: asyncio.AbstractServer | None = None
+        net = NetworkSide(self.plan, self.box_dir, self.link.connect, self.link.listen_socket)
         try:
-            await self._start_vsock_device()
-            listener = self.link.listen_socket(int(self.plan["ready_port"]))
-            qemu = await self._spawn(self.plan["qemu_argv"], "qemu.log")
-            self.store.update(self.box_id, vmm_pid=qemu.pid)
-            server = await self._serve_portal()
-            ready = await self._wait_ready(listener, qemu)
-            listener.close()
-            boot_ms = _guest_boot_ms(ready)
-            self.store.update(self.box_id, status=RUNNING, guest_boot_ms=boot_ms, error=None)
-            self.report({"event": "ready", "guest_boot_ms": boot_ms, "vmm_pid": qemu.pid})
+            net.bind()  # first: a published port in use fails the start before anything runs
+            await net.serve_guest_side()
+            await self._start_passt()
+            if self.serial is not None:
+                qemu, boot = await self.serial.start()
+                server = await self._serve_portal()
+                boot_ms, boot_info = await self.serial.wait_ready(qemu)
+            else:
+                await self._start_vsock_device()
+                listener = self.link.listen_socket(int(self.plan["ready_port"]))
+                qemu = await self._spawn(self.plan["qemu_argv"], "qemu.log")
+                self.store.update(self.box_id, vmm_pid=qemu.pid)
+                server = await self._serve_portal()
+                ready = await self._wait_ready(listener, qemu)
+                listener.close()
+                boot_ms, boot, boot_info = _guest_boot_ms(ready), "cold", {}
+            await net.serve_ports()
+            self.store.update(self.box_id, status=RUNNING, guest_boot_ms=boot_ms, error=None, boot=boot)
+            self.report({"event": "ready", "guest_boot_ms": boot_ms, "vmm_pid": qemu.pid, "boot": boot,
+                         "ports": net.published, **boot_info})
             code = await qemu.wait()
             status, error = STOPPED, None
             rec = self.store.find(self.box_id)
@@ -200,16 +245,27 @@ class Shim:
                 error = f"the VM exited unexpectedly (code {code}): {_tail(self.box_dir / 'console.log', 3)}"
         except Exception as exc:
             status, error = FAILED, str(exc) or type(exc).__name__
-            self.report({"event": "failed", "error": error, "timeout": isinstance(exc, TimeoutError)})
+            event = {"event": "failed", "error": error, "timeout": isinstance(exc, TimeoutError)}
+            if isinstance(exc, NetworkError):
+                error = event["error"] = exc.detail
+                event.update(kind="network", fix=exc.fix)
+            self.report(event)
         finally:
+            net.close()
+            if self.filter_server is not None:
+                self.filter_server.close()
             if server is not None:
                 server.close()
+            if self.serial is not None:
+                await self.serial.close()
             for proc in self.procs:
                 if proc.returncode is None:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     await proc.wait()
             self._remove_sockets()
+            if cgroup is not None:
+                cgroup.leave_and_remove()
         self._record_end(status, error)
         return 0 if status == STOPPED else 1
 
@@ -234,6 +290,103 @@ class Shim:
                           shim_start=None, vmm_pid=None)
 
 
+class SerialBoot:
+    """Starting a VM whose portal is the serial link: a cold boot (wait for READY) or a snapshot restore
+    (QEMU loads the state from an inherited descriptor; the agent is re-identified with RESTORE)."""
+
+    def __init__(self, shim: Shim) -> None:
+        self.shim = shim
+        self.plan = shim.plan
+        self.link: HostLink = None  # type: ignore[assignment]  # set by start()
+        self._ready: asyncio.Future[bytes] | None = None
+
+    async def start(self) -> tuple[asyncio.subprocess.Process, str]:
+        path = Path(self.plan["serial_socket"])
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen(1)
+        listener.setblocking(False)
+        argv = list(self.plan["qemu_argv"])
+        restore = self.plan.get("restore")
+        state_fd = -1
+        try:
+            if restore:
+                state_fd = os.open(restore["state"], os.O_RDONLY)
+                argv += ["-incoming", f"fd:{state_fd}"]
+            qemu = await self.shim._spawn(argv, "qemu.log", pass_fds=(state_fd,) if state_fd >= 0 else ())
+        finally:
+            if state_fd >= 0:
+                os.close(state_fd)
+        self.shim.store.update(self.shim.box_id, vmm_pid=qemu.pid)
+        loop = asyncio.get_running_loop()
+        accept = asyncio.ensure_future(loop.sock_accept(listener))
+        exited = asyncio.ensure_future(qemu.wait())
+        try:
+            done, _ = await asyncio.wait({accept, exited}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            if accept not in done:
+                raise RuntimeError(f"QEMU never connected the portal port: {_tail(self.shim.box_dir / 'qemu.log')}")
+        finally:
+            exited.cancel()
+            if not accept.done():
+                accept.cancel()
+            listener.close()
+            path.unlink(missing_ok=True)
+        conn, _ = accept.result()
+        reader, writer = await asyncio.open_connection(sock=conn)
+        self.link = HostLink(reader, writer)
+        # Whatever streams the agent remembers (a template's, a previous shim's) are gone.
+        self.link.reset()
+        if restore:
+            self._ready = self.link.restore(_restore_request(self.plan))
+            return qemu, "restored"
+        self._ready = self.link.expect(READY)
+        return qemu, "cold"
+
+    async def wait_ready(self, qemu: asyncio.subprocess.Process) -> tuple[float | None, dict[str, Any]]:
+        assert self._ready is not None
+        exited: asyncio.Future[Any] = asyncio.ensure_future(qemu.wait())
+        timeout = float(self.plan["boot_timeout"])
+        if self.plan.get("restore"):
+            # A restore answers in well under a second; one that does not is broken (the library then boots the
+            # box cold instead), and should not hold the caller for a whole boot timeout.
+            timeout = min(timeout, RESTORE_TIMEOUT_S)
+        done, _ = await asyncio.wait({self._ready, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        exited.cancel()
+        if self._ready not in done:
+            self._ready.cancel()
+            if exited in done:
+                raise RuntimeError(f"the VM exited during {'restore' if self.plan.get('restore') else 'boot'} "
+                                   f"(code {qemu.returncode}): {_tail(self.shim.box_dir / 'qemu.log')}"
+                                   f" {_tail(self.shim.box_dir / 'console.log')}")
+            raise TimeoutError(f"the guest agent did not report ready within {timeout} s: "
+                               f"{_tail(self.shim.box_dir / 'console.log')}")
+        payload = self._ready.result()
+        restore = self.plan.get("restore")
+        if not restore:
+            return _guest_boot_ms(payload), {}
+        # The first RESTORE's clock was read before QEMU had loaded the state: send the time again, now. The agent
+        # applies it before it serves anything else.
+        self.link.restore(_wire.encode_restore_request(b"", "", "", time.time_ns()))
+        reply = _wire.decode(payload)  # a RestoreReply: 1 agent_version, 2 kernel, 3 uptime_s, 4 restore_ms
+        # The guest's own clock: it resumed at the snapshot's uptime; now it says when the agent was ready.
+        uptime, restore_ms = _wire.double(reply, 3), _wire.double(reply, 4)
+        boot_ms = round((uptime - float(restore["uptime_s"])) * 1000, 1) if restore.get("uptime_s") \
+            else round(restore_ms, 1)
+        return boot_ms, {"agent_version": _wire.text(reply, 1), "kernel": _wire.text(reply, 2)}
+
+    async def close(self) -> None:
+        if self.link is not None:
+            await self.link.aclose()
+
+
+def _restore_request(plan: dict[str, Any]) -> bytes:
+    """Fresh identity for a restored VM, made here (never written to disk): entropy, clock, names."""
+    return _wire.encode_restore_request(entropy=os.urandom(64), hostname=plan["hostname"],
+                                        machine_id=os.urandom(16).hex(), unix_time_ns=time.time_ns())
+
+
 def _die_with_parent() -> None:
     """In the child before exec: if the shim dies (even by SIGKILL), the kernel kills the VM with it."""
     import ctypes
@@ -244,12 +397,8 @@ def _die_with_parent() -> None:
 
 def _guest_boot_ms(ready: bytes) -> float | None:
     try:
-        from boxlite._portal import portal_pb2
-
-        msg = portal_pb2.Ready()
-        msg.ParseFromString(ready)
-        return round(msg.boot_ms, 1)
-    except Exception:
+        return round(_wire.double(_wire.decode(ready), 2), 1)  # Ready.boot_ms
+    except (ValueError, IndexError):
         return None
 
 

@@ -7,6 +7,7 @@ loads it on every box start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS boxes (
     boot_id       TEXT,
     guest_boot_ms REAL,
     create_ms     REAL,
-    error         TEXT
+    error         TEXT,
+    boot          TEXT
 );
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
@@ -73,6 +75,8 @@ class BoxRecord:
     guest_boot_ms: float | None = None
     create_ms: float | None = None
     error: str | None = None
+    # "cold" (booted) or "restored" (from a snapshot or template), for the latest start.
+    boot: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -119,6 +123,10 @@ class StateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(boxes)")}
+            if "boot" not in columns:  # a database made before snapshots existed
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
+                    self._db.execute("ALTER TABLE boxes ADD COLUMN boot TEXT")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the state database {path}: {exc}",
                                fix="check that the home directory is writable (BOXLITE_HOME)") from exc
@@ -216,7 +224,15 @@ class StateStore:
                        "error": rec.error or "the box's supervisor process died unexpectedly"}
         else:
             return rec
-        self.update(rec.id, **changes)
+        assignments = ", ".join(f"{k} = ?" for k in changes)
+        with self._tx() as db:
+            # Only the process that makes the change counts it (several may notice the same dead shim).
+            changed = db.execute(f"UPDATE boxes SET {assignments} WHERE id = ? AND status = ? AND shim_pid IS ?",
+                                 [*changes.values(), rec.id, rec.status, rec.shim_pid]).rowcount
+            if changed and changes["status"] == FAILED and rec.status != STOPPING:
+                # Its shim was killed before it could count the failure itself.
+                db.execute("INSERT INTO counters (name, value) VALUES ('boxes_failed', 1) "
+                           "ON CONFLICT(name) DO UPDATE SET value = value + 1")
         for key, value in changes.items():
             setattr(rec, key, value)
         return rec

@@ -92,6 +92,9 @@ class SyncExecution:
     def wait(self, timeout: float | None = None) -> ExecStatus:
         return _call(self._execution.wait, timeout)
 
+    def resize(self, rows: int, cols: int) -> None:
+        _call(self._execution.resize, rows, cols)
+
     def kill(self, signal: int = 9) -> None:
         _call(self._execution.kill, signal)
 

@@ -2,8 +2,8 @@
 
     boxlite setup                      provision the kernel, guest root and default image (once)
     boxlite doctor [--json]            check this host
-    boxlite run [--rm] [-d] [IMAGE] [-- CMD ARGS...]
-    boxlite exec [-i] BOX -- CMD ARGS...
+    boxlite run [--rm] [-d] [-it] [-p ..] [-v ..] [--network ..] [IMAGE] [-- CMD ARGS...]
+    boxlite exec [-it] BOX -- CMD ARGS...
     boxlite ls [-a] [-q] [--json]
     boxlite start|stop|rm|info|metrics ...
     boxlite images ls|pull|load|rm|prune ...   the image cache (boxlite/cli_images.py)
@@ -43,6 +43,8 @@ from boxlite._options import BoxOptions, Options
 from boxlite._runtime import Boxlite
 from boxlite._state import ACTIVE, default_home
 from boxlite.cli_images import add_images_parser
+from boxlite.cli_net import add_run_options, add_terminal_options, box_options, terminal, terminal_size
+from boxlite.cli_snapshots import add_snapshot_parser, templates_check
 from boxlite.engine.accel import ACCEL_ENV, detect_accel, hardware_kvm
 from boxlite.images import DEFAULT_IMAGE, Image
 
@@ -421,6 +423,11 @@ def doctor_checks(home: Path, accel_choice: str) -> dict[str, dict[str, str]]:
             _check(results, name, "ok", f"{found}: {_tool_version(found) or 'version unknown'}")
         else:
             _check(results, name, "fail", f"{tool} not found (apt-get install qemu-system-x86 qemu-utils)")
+    passt = shutil.which("passt")
+    _check(results, "network", "ok" if passt else "warn",
+           f"{passt}: user-mode NAT for network 'enabled'" if passt else
+           "passt not found: only boxes with network 'disabled' or an allow_net list can start "
+           "(apt-get install passt)")
 
     _, why = hardware_kvm()
     try:
@@ -494,6 +501,7 @@ def doctor_checks(home: Path, accel_choice: str) -> dict[str, dict[str, str]]:
         free = f"{usage.free / 1024**3:.1f} GiB free under {_existing_parent(home)}"
         status = "fail" if usage.free < DISK_FAIL_BYTES else "warn" if usage.free < DISK_WARN_BYTES else "ok"
         _check(results, "disk", status, free)
+    _check(results, "templates", *templates_check(home))
     return results
 
 
@@ -512,6 +520,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _resolve_image(runtime: Boxlite, opts: BoxOptions) -> Image:
+    if opts.snapshot:
+        return Image.model_validate(runtime.snapshots.get(opts.snapshot).image_record)
     if opts.rootfs_path:
         return runtime.images.import_layout(Path(opts.rootfs_path), progress=info)
     return runtime.images.get(opts.image or DEFAULT_IMAGE, progress=info)
@@ -536,11 +546,16 @@ async def _run(args: argparse.Namespace) -> int:
     if args.detach and command:
         raise _UsageError("run -d starts a box and leaves it running; it takes no command "
                           "(run commands in it with `boxlite exec BOX -- CMD`)")
-    opts = BoxOptions(
-        image=None if rootfs else (args.image or DEFAULT_IMAGE), rootfs_path=rootfs, cpus=args.cpus,
-        memory_mib=args.memory, env=dict(args.env or []), working_dir=args.workdir, user=args.user,
-        name=args.name, auto_remove=args.rm, detach=True,
-    )
+    try:
+        net_fields = box_options(args)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    source: dict[str, Any] = {"image": None if rootfs else (args.image or DEFAULT_IMAGE), "rootfs_path": rootfs,
+                              "cpus": args.cpus, "memory_mib": args.memory}
+    if args.snapshot:  # the snapshot fixes the image and the resources
+        source = {"snapshot": args.snapshot}
+    opts = BoxOptions(**source, env=dict(args.env or []), working_dir=args.workdir, user=args.user,
+                      name=args.name, auto_remove=args.rm, detach=True, **net_fields)
     runtime = _runtime(args)
     signals = _Signals()
     signals.install()
@@ -562,9 +577,11 @@ async def _run(args: argparse.Namespace) -> int:
         status: ExecStatus | None = None
         try:
             if signals.first is None:
-                stdin_fd = 0 if stdin_worth_forwarding(0) else None
-                execution = await box.exec(argv[0], argv[1:], timeout=args.timeout, stdin=stdin_fd is not None)
-                status = await _run_command(execution, signals, stdin_fd)
+                stdin_fd = 0 if args.interactive or (not args.tty and stdin_worth_forwarding(0)) else None
+                execution = await box.exec(argv[0], argv[1:], timeout=args.timeout, stdin=stdin_fd is not None,
+                                           tty=args.tty, tty_size=terminal_size() if args.tty else None)
+                async with terminal(execution if args.tty else None):
+                    status = await _run_command(execution, signals, stdin_fd)
         finally:
             await asyncio.shield(_stop_quietly(box, args.rm))
         return _finish(status, signals, args.timeout)
@@ -583,8 +600,10 @@ async def _exec(args: argparse.Namespace) -> int:
     try:
         box = await runtime.get_or_raise(args.box)
         execution = await box.exec(args.command[0], args.command[1:], env=dict(args.env or []) or None,
-                                   user=args.user, cwd=args.workdir, timeout=args.timeout, stdin=args.interactive)
-        status = await _run_command(execution, signals, 0 if args.interactive else None)
+                                   user=args.user, cwd=args.workdir, timeout=args.timeout, stdin=args.interactive,
+                                   tty=args.tty, tty_size=terminal_size() if args.tty else None)
+        async with terminal(execution if args.tty else None):
+            status = await _run_command(execution, signals, 0 if args.interactive else None)
         return _finish(status, signals, args.timeout)
     finally:
         signals.uninstall()
@@ -724,6 +743,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", "-m", type=int, default=512, metavar="MIB", help="memory in MiB (default 512)")
     p.add_argument("--rootfs", metavar="PATH", help="boot from an OCI image layout directory instead of IMAGE")
     p.add_argument("--entrypoint", metavar="CMD", help='override the image\'s entrypoint ("" clears it)')
+    add_run_options(p)
+    p.add_argument("--snapshot", metavar="NAME", help="start the box from this snapshot instead of booting it")
     _add_exec_options(p)
     p.add_argument("image", nargs="?", metavar="IMAGE", help=f"image reference (default {DEFAULT_IMAGE})")
     p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -732,6 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("exec", help="run a command in a running box",
                        usage="boxlite exec [OPTIONS] BOX -- CMD ARGS...")
     p.add_argument("-i", "--interactive", action="store_true", help="forward stdin to the command")
+    add_terminal_options(p, interactive=False)
     _add_exec_options(p)
     p.add_argument("box", metavar="BOX", help="box id, id prefix or name")
     p.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -765,6 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_async(_metrics))
 
     add_images_parser(sub, _runtime)
+    add_snapshot_parser(sub, _runtime)
     return parser
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 import guest
-from guest import bridge, syscalls, system
+from guest import boxconfig, bridge, restore, serial_link, syscalls, system
 from guest._portal import portal_pb2 as pb
 from guest._portal import portal_pb2_grpc as pb_grpc
 from guest.execution import ExecutionService
@@ -51,6 +51,12 @@ class GuestService(pb_grpc.GuestServicer):
     def Shutdown(self, request: pb.ShutdownRequest, context: Any) -> pb.ShutdownReply:
         threading.Thread(target=_power_off, daemon=True).start()
         return pb.ShutdownReply()
+
+    def Restored(self, request: pb.RestoreRequest, context: Any) -> pb.RestoreReply:
+        return restore.apply(request)
+
+    def PrepareSnapshot(self, request: pb.PrepareSnapshotRequest, context: Any) -> pb.PrepareSnapshotReply:
+        return restore.prepare_snapshot()
 
 
 class LazyFiles(pb_grpc.FilesServicer):
@@ -135,14 +141,18 @@ def _power_off() -> None:
     syscalls.power_off()
 
 
-def _signal_ready(port: int, started_at: float) -> None:
-    ready = pb.Ready(
+def _ready_message(started_at: float) -> pb.Ready:
+    return pb.Ready(
         agent_version=guest.__version__,
         boot_ms=started_at * 1000,
         kernel=system.kernel_release(),
         cpus=os.cpu_count() or 1,
         memory_bytes=system.memory_bytes()[0],
     )
+
+
+def _signal_ready(port: int, started_at: float) -> None:
+    ready = _ready_message(started_at)
     with socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM) as s:
         s.connect((HOST_CID, port))
         s.sendall(ready.SerializeToString())
@@ -172,9 +182,14 @@ def main() -> None:
     _raise_file_limit()
     _log(f"agent started at {system.uptime_s():.2f}s")
     with open("/proc/cmdline") as f:
-        params = system.boot_params(f.read())
+        cmdline = f.read()
+    params = system.boot_params(cmdline)
     system.set_hostname(params.hostname)
     root = system.mount_image_root(params.image_device)
+    # The serial link's port is opened before the chroot (the image root's /dev is another devtmpfs, but
+    # nothing says the image keeps it).
+    port = serial_link.find_port() if params.transport == "serial" else None
+    port_fd = os.open(port, os.O_RDWR) if port else -1
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=SERVER_THREADS), options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_GuestServicer_to_server(GuestService("/"), server)
     pb_grpc.add_ExecutionServicer_to_server(ExecutionService(), server)
@@ -190,9 +205,17 @@ def main() -> None:
     _keep_own_modules_importable()
     os.chroot(root)
     os.chdir("/")
-    listener = bridge.listen(PORTAL_PORT)
-    threading.Thread(target=bridge.serve_forever, args=(listener, "\0" + PORTAL_NAME), daemon=True).start()
-    _signal_ready(params.ready_port, system.uptime_s())
+    boxconfig.setup(cmdline)  # network, published ports, shared folders (inside the image's root)
+    with contextlib.suppress(OSError):
+        restore.write_machine_id(os.urandom(16).hex())
+    if port_fd >= 0:
+        link = serial_link.SerialLink(port_fd, "\0" + PORTAL_NAME, restore.apply_serialized)
+        threading.Thread(target=link.serve_forever, daemon=True).start()
+        link.send(serial_link.READY, 0, _ready_message(system.uptime_s()).SerializeToString())
+    else:
+        listener = bridge.listen(PORTAL_PORT)
+        threading.Thread(target=bridge.serve_forever, args=(listener, "\0" + PORTAL_NAME), daemon=True).start()
+        _signal_ready(params.ready_port, system.uptime_s())
     _log(f"ready after {system.uptime_s():.2f}s")
     server.wait_for_termination()
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import selectors
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -43,12 +45,35 @@ def valid_signal(signum: int) -> bool:
     return 0 < signum < signal.NSIG
 
 
+TIOCSCTTY, TIOCSWINSZ = 0x540E, 0x5414
+
+
+def set_tty_size(fd: int, rows: int, cols: int) -> None:
+    """Set a terminal's size; the kernel sends SIGWINCH to its foreground process group."""
+    # The sizes come from the portal's uint32s: beyond 65535 struct.pack would raise, so they are capped.
+    fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", min(rows or 24, 0xFFFF), min(cols or 80, 0xFFFF), 0, 0))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _take_controlling_tty() -> None:
+    """In the child, after setsid(): its stdin, the pseudo-terminal, becomes its controlling terminal."""
+    fcntl.ioctl(0, TIOCSCTTY, 0)
+
+
 class Command:
     """A running command: its process and its process group."""
 
-    def __init__(self, exec_id: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    def __init__(self, exec_id: str, proc: subprocess.Popen[bytes], timeout_s: float,
+                 master: int | None = None) -> None:
         self.exec_id = exec_id
         self.proc = proc
+        # The pseudo-terminal's master side, for a tty command (its only output, and where its input goes).
+        self.master = master
         self.started = time.monotonic()
         # A NaN or negative timeout is no limit, as 0 is; an infinite one never comes either.
         self.deadline = self.started + timeout_s if 0 < timeout_s < float("inf") else None
@@ -61,15 +86,17 @@ class Command:
     def outputs(self) -> Iterator[pb.ExecOutput]:
         """The output as it is produced until the command exits (or times out), then its exit."""
         sel = selectors.DefaultSelector()
-        streams = {self.proc.stdout: "stdout", self.proc.stderr: "stderr"}
+        streams = {self.proc.stdout: "stdout", self.proc.stderr: "stderr"} if self.master is None else {}
         for stream in streams:
             assert stream is not None
             os.set_blocking(stream.fileno(), False)
             sel.register(stream.fileno(), selectors.EVENT_READ, streams[stream])
+        if self.master is not None:
+            sel.register(self.master, selectors.EVENT_READ, "stdout")
         pidfd = os.pidfd_open(self.proc.pid)
         sel.register(pidfd, selectors.EVENT_READ, "exit")
         exited_at: float | None = None
-        open_streams = 2
+        open_streams = 2 if self.master is None else 1
         try:
             while open_streams:
                 # Deadlines are checked on every pass: a command that floods its output keeps select() busy.
@@ -94,6 +121,8 @@ class Command:
                         data = os.read(key.fd, READ_CHUNK)
                     except BlockingIOError:
                         continue
+                    except OSError:  # EIO: every holder of the terminal's other side has closed it
+                        data = b""
                     if not data:
                         sel.unregister(key.fd)
                         open_streams -= 1
@@ -106,6 +135,9 @@ class Command:
         finally:
             sel.close()
             os.close(pidfd)
+            if self.master is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self.master)
             for stream in streams:
                 if stream is not None:
                     stream.close()
@@ -165,16 +197,37 @@ class ExecutionService(pb_grpc.ExecutionServicer):
         self.lock = threading.Lock()
 
     def _spawn(self, req: pb.ExecRequest) -> Command:
+        settings = process_settings(req)
+        if req.HasField("tty"):
+            return self._spawn_tty(req, settings)
         proc = subprocess.Popen(
             list(req.argv),
             stdin=subprocess.PIPE if req.stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            **process_settings(req),
+            **settings,
         )
         release_from_agent_oom_guard(proc.pid)
         return Command(uuid.uuid4().hex[:12], proc, req.timeout_s)
+
+    @staticmethod
+    def _spawn_tty(req: pb.ExecRequest, settings: dict[str, Any]) -> Command:
+        master, slave = os.openpty()
+        try:
+            set_tty_size(master, req.tty.rows, req.tty.cols)
+            settings["env"].setdefault("TERM", "xterm")
+            proc = subprocess.Popen(
+                list(req.argv), stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                preexec_fn=_take_controlling_tty, **settings,
+            )
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        release_from_agent_oom_guard(proc.pid)
+        return Command(uuid.uuid4().hex[:12], proc, req.timeout_s, master=master)
 
     def Exec(self, request_iterator: Iterator[pb.ExecInput], context: Any) -> Iterator[pb.ExecOutput]:
         first = next(request_iterator, None)
@@ -217,7 +270,15 @@ class ExecutionService(pb_grpc.ExecutionServicer):
         try:
             for msg in request_iterator:
                 kind = msg.WhichOneof("kind")
-                if kind == "stdin" and stdin is not None and not stdin.closed:
+                if cmd.master is not None and kind in ("stdin", "close_stdin", "resize"):
+                    with contextlib.suppress(OSError):
+                        if kind == "stdin":
+                            _write_all(cmd.master, msg.stdin)
+                        elif kind == "close_stdin":
+                            os.write(cmd.master, b"\x04")  # end of input, as a terminal says it
+                        else:
+                            set_tty_size(cmd.master, msg.resize.rows, msg.resize.cols)
+                elif kind == "stdin" and stdin is not None and not stdin.closed:
                     try:
                         stdin.write(msg.stdin)
                         stdin.flush()

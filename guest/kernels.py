@@ -58,8 +58,9 @@ def seconds(requested: float, default: float, limit: float) -> float:
 class Kernel:
     """One kernel process, its directory and the last output it wrote to its own stdout/stderr."""
 
-    def __init__(self, kernel_id: str, directory: str, key: str, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, kernel_id: str, directory: str, key: str, proc: subprocess.Popen[bytes], cwd: str) -> None:
         self.kernel_id = kernel_id
+        self.cwd = cwd
         self.directory = directory
         self.key = key
         self.proc = proc
@@ -167,10 +168,13 @@ class KernelService(pb_grpc.KernelServicer):
     def _info(kernel: Kernel, started: bool, start_ms: float) -> pb.KernelInfo:
         return pb.KernelInfo(kernel_id=kernel.kernel_id, key=kernel.key.encode(), signature_scheme="hmac-sha256",
                              pid=kernel.proc.pid, started=started, start_ms=start_ms,
-                             connection_file=kernel.connection_file)
+                             connection_file=kernel.connection_file, cwd=kernel.cwd)
 
     def _spawn(self, kernel_id: str, process: pb.ExecRequest) -> Kernel:
         try:
+            if not process.cwd:
+                home = users.resolve("/", process.user).home
+                process.cwd = home if os.path.isdir(home) else "/"
             settings = process_settings(process)
         except users.UnknownUser as exc:
             raise StartFailedError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
@@ -211,7 +215,7 @@ class KernelService(pb_grpc.KernelServicer):
         except (ValueError, OverflowError) as exc:  # a NUL byte in argv or env, '=' in an env name, ...
             raise StartFailedError(grpc.StatusCode.INVALID_ARGUMENT, f"{argv[0]}: {exc}") from None
         release_from_agent_oom_guard(proc.pid)
-        return Kernel(kernel_id, directory, key, proc)
+        return Kernel(kernel_id, directory, key, proc, settings["cwd"])
 
     @staticmethod
     def _wait_bound(kernel: Kernel, timeout_s: float) -> None:

@@ -123,7 +123,7 @@ DEFAULT = BuiltinImage(
 CODEBOX = BuiltinImage(
     name=CODEBOX_IMAGE,
     key="codebox",
-    description="Python 3.11 with ipykernel, numpy, pandas and matplotlib (Agg backend)",
+    description="Python 3.11 with ipykernel, numpy, pandas, matplotlib (Agg backend) and pip",
     packages=(
         "python3",
         "python3-ipykernel",
@@ -133,6 +133,8 @@ CODEBOX = BuiltinImage(
         # python3-fonttools (a matplotlib dependency) needs "python3-scipy | python3-munkres": naming munkres
         # keeps apt from picking scipy, which would drag in pythran, g++, boost and OpenBLAS headers (~570 MiB).
         "python3-munkres",
+        # pip for CodeBox.install_packages (from an index with a network, or from wheels copied into the box).
+        "python3-pip",
         "ca-certificates",
         # Not python3-ipywidgets: bookworm has 6.0.0 (2017), whose widget models ("jupyter-js-widgets" ~2.1)
         # current front ends (ipywidgets 7/8 managers) do not render, and it pulls in the classic notebook

@@ -129,12 +129,12 @@ class ImageStore:
         reference = reference.strip()
         if not reference:
             raise ImageError("empty image reference", fix=f"name an image, e.g. {DEFAULT_IMAGE!r}")
-        cached = self._lookup(reference)
-        if cached is not None:
-            return cached
         builtin = BUILTIN_IMAGES.get(reference)
         if builtin is not None:
             return self._get_builtin(builtin, progress)
+        cached = self._lookup(reference)
+        if cached is not None:
+            return cached
         if reference.startswith(LOCAL_SCHEMES):
             return self._get_local_reference(reference, progress)
         if reference.startswith("sha256:"):
@@ -346,11 +346,15 @@ class ImageStore:
 
     def _get_builtin(self, spec: BuiltinImage, progress: Progress) -> Image:
         """Make a built-in image ready: import its saved layout, building that first when missing or outdated."""
+        layout_dir = self.layouts_dir / spec.key
+        cached = self._lookup(spec.name)
+        # A changed recipe (another package list, say) makes the saved image outdated: it is built again.
+        if cached is not None and (not layout_dir.exists() or layout_is_current(spec, layout_dir)):
+            return cached
         with building_lock(self.locks_dir, spec, progress):
             cached = self._lookup(spec.name)  # another process may have built it meanwhile
-            if cached is not None:
+            if cached is not None and (not layout_dir.exists() or layout_is_current(spec, layout_dir)):
                 return cached
-            layout_dir = self.layouts_dir / spec.key
             reused = layout_is_current(spec, layout_dir)
             if not reused:
                 build_layout(spec, layout_dir, self.tmp_dir, progress)

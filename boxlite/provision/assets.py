@@ -13,7 +13,9 @@ from boxlite.provision.guest_root import base_ready, ensure_guest_root, guest_ro
 from boxlite.provision.kernel import ensure_kernel, kernel_key
 from boxlite.provision.vsock_device import ensure_vsock_device, installed_binary
 
-APT_PACKAGES = "qemu-system-x86 qemu-utils mmdebstrap e2fsprogs linux-source-6.1 bc flex bison libelf-dev libssl-dev"
+# passt: the user-mode NAT of boxes whose network is enabled (boxlite/engine/network.py).
+APT_PACKAGES = ("qemu-system-x86 qemu-utils mmdebstrap e2fsprogs linux-source-6.1 bc flex bison libelf-dev libssl-dev "
+                "passt")
 
 
 @dataclass(frozen=True)

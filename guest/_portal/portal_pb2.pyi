@@ -41,16 +41,18 @@ class ExecExit(_message.Message):
     def __init__(self, exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., timed_out: bool = ..., duration_ms: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ExecInput(_message.Message):
-    __slots__ = ["close_stdin", "signal", "start", "stdin"]
+    __slots__ = ["close_stdin", "resize", "signal", "start", "stdin"]
     CLOSE_STDIN_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     STDIN_FIELD_NUMBER: _ClassVar[int]
     close_stdin: bool
+    resize: TtySize
     signal: int
     start: ExecRequest
     stdin: bytes
-    def __init__(self, start: _Optional[_Union[ExecRequest, _Mapping]] = ..., stdin: _Optional[bytes] = ..., close_stdin: bool = ..., signal: _Optional[int] = ...) -> None: ...
+    def __init__(self, start: _Optional[_Union[ExecRequest, _Mapping]] = ..., stdin: _Optional[bytes] = ..., close_stdin: bool = ..., signal: _Optional[int] = ..., resize: _Optional[_Union[TtySize, _Mapping]] = ...) -> None: ...
 
 class ExecOutput(_message.Message):
     __slots__ = ["exit", "started", "stderr", "stdout"]
@@ -65,7 +67,7 @@ class ExecOutput(_message.Message):
     def __init__(self, started: _Optional[_Union[ExecStarted, _Mapping]] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., exit: _Optional[_Union[ExecExit, _Mapping]] = ...) -> None: ...
 
 class ExecRequest(_message.Message):
-    __slots__ = ["argv", "cwd", "env", "stdin", "timeout_s", "user"]
+    __slots__ = ["argv", "cwd", "env", "stdin", "timeout_s", "tty", "user"]
     class EnvEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,14 +80,16 @@ class ExecRequest(_message.Message):
     ENV_FIELD_NUMBER: _ClassVar[int]
     STDIN_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     argv: _containers.RepeatedScalarFieldContainer[str]
     cwd: str
     env: _containers.ScalarMap[str, str]
     stdin: bool
     timeout_s: float
+    tty: TtySize
     user: str
-    def __init__(self, argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., user: _Optional[str] = ..., timeout_s: _Optional[float] = ..., stdin: bool = ...) -> None: ...
+    def __init__(self, argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., user: _Optional[str] = ..., timeout_s: _Optional[float] = ..., stdin: bool = ..., tty: _Optional[_Union[TtySize, _Mapping]] = ...) -> None: ...
 
 class ExecStarted(_message.Message):
     __slots__ = ["exec_id", "pid"]
@@ -174,8 +178,9 @@ class KernelFrames(_message.Message):
     def __init__(self, channel: _Optional[_Union[KernelChannel, str]] = ..., frames: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class KernelInfo(_message.Message):
-    __slots__ = ["connection_file", "kernel_id", "key", "pid", "signature_scheme", "start_ms", "started"]
+    __slots__ = ["connection_file", "cwd", "kernel_id", "key", "pid", "signature_scheme", "start_ms", "started"]
     CONNECTION_FILE_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
     KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -183,13 +188,14 @@ class KernelInfo(_message.Message):
     STARTED_FIELD_NUMBER: _ClassVar[int]
     START_MS_FIELD_NUMBER: _ClassVar[int]
     connection_file: str
+    cwd: str
     kernel_id: str
     key: bytes
     pid: int
     signature_scheme: str
     start_ms: float
     started: bool
-    def __init__(self, kernel_id: _Optional[str] = ..., key: _Optional[bytes] = ..., signature_scheme: _Optional[str] = ..., pid: _Optional[int] = ..., started: bool = ..., start_ms: _Optional[float] = ..., connection_file: _Optional[str] = ...) -> None: ...
+    def __init__(self, kernel_id: _Optional[str] = ..., key: _Optional[bytes] = ..., signature_scheme: _Optional[str] = ..., pid: _Optional[int] = ..., started: bool = ..., start_ms: _Optional[float] = ..., connection_file: _Optional[str] = ..., cwd: _Optional[str] = ...) -> None: ...
 
 class KernelRef(_message.Message):
     __slots__ = ["kernel_id"]
@@ -277,6 +283,16 @@ class PingRequest(_message.Message):
     __slots__ = []
     def __init__(self) -> None: ...
 
+class PrepareSnapshotReply(_message.Message):
+    __slots__ = ["mem_available_bytes"]
+    MEM_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    mem_available_bytes: int
+    def __init__(self, mem_available_bytes: _Optional[int] = ...) -> None: ...
+
+class PrepareSnapshotRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
 class Ready(_message.Message):
     __slots__ = ["agent_version", "boot_ms", "cpus", "kernel", "memory_bytes"]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +307,30 @@ class Ready(_message.Message):
     memory_bytes: int
     def __init__(self, agent_version: _Optional[str] = ..., boot_ms: _Optional[float] = ..., kernel: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
+class RestoreReply(_message.Message):
+    __slots__ = ["agent_version", "kernel", "restore_ms", "uptime_s"]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_MS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    agent_version: str
+    kernel: str
+    restore_ms: float
+    uptime_s: float
+    def __init__(self, agent_version: _Optional[str] = ..., kernel: _Optional[str] = ..., uptime_s: _Optional[float] = ..., restore_ms: _Optional[float] = ...) -> None: ...
+
+class RestoreRequest(_message.Message):
+    __slots__ = ["entropy", "hostname", "machine_id", "unix_time_ns"]
+    ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_ID_FIELD_NUMBER: _ClassVar[int]
+    UNIX_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    entropy: bytes
+    hostname: str
+    machine_id: str
+    unix_time_ns: int
+    def __init__(self, entropy: _Optional[bytes] = ..., hostname: _Optional[str] = ..., machine_id: _Optional[str] = ..., unix_time_ns: _Optional[int] = ...) -> None: ...
+
 class ShutdownReply(_message.Message):
     __slots__ = []
     def __init__(self) -> None: ...
@@ -298,6 +338,14 @@ class ShutdownReply(_message.Message):
 class ShutdownRequest(_message.Message):
     __slots__ = []
     def __init__(self) -> None: ...
+
+class TtySize(_message.Message):
+    __slots__ = ["cols", "rows"]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    cols: int
+    rows: int
+    def __init__(self, rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
 
 class UploadReply(_message.Message):
     __slots__ = ["bytes", "entries", "path"]

@@ -29,6 +29,16 @@ class GuestStub(object):
                 request_serializer=portal__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=portal__pb2.ShutdownReply.FromString,
                 )
+        self.Restored = channel.unary_unary(
+                '/boxlite.portal.v1.Guest/Restored',
+                request_serializer=portal__pb2.RestoreRequest.SerializeToString,
+                response_deserializer=portal__pb2.RestoreReply.FromString,
+                )
+        self.PrepareSnapshot = channel.unary_unary(
+                '/boxlite.portal.v1.Guest/PrepareSnapshot',
+                request_serializer=portal__pb2.PrepareSnapshotRequest.SerializeToString,
+                response_deserializer=portal__pb2.PrepareSnapshotReply.FromString,
+                )
 
 
 class GuestServicer(object):
@@ -53,6 +63,20 @@ class GuestServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Restored(self, request, context):
+        """Re-identify a VM restored from a snapshot: fresh entropy, clock, hostname, machine-id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PrepareSnapshot(self, request, context):
+        """Called just before a snapshot: sync, and drop the page cache nobody maps (a smaller snapshot).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GuestServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -70,6 +94,16 @@ def add_GuestServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=portal__pb2.ShutdownRequest.FromString,
                     response_serializer=portal__pb2.ShutdownReply.SerializeToString,
+            ),
+            'Restored': grpc.unary_unary_rpc_method_handler(
+                    servicer.Restored,
+                    request_deserializer=portal__pb2.RestoreRequest.FromString,
+                    response_serializer=portal__pb2.RestoreReply.SerializeToString,
+            ),
+            'PrepareSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareSnapshot,
+                    request_deserializer=portal__pb2.PrepareSnapshotRequest.FromString,
+                    response_serializer=portal__pb2.PrepareSnapshotReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +163,40 @@ class Guest(object):
         return grpc.experimental.unary_unary(request, target, '/boxlite.portal.v1.Guest/Shutdown',
             portal__pb2.ShutdownRequest.SerializeToString,
             portal__pb2.ShutdownReply.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Restored(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/boxlite.portal.v1.Guest/Restored',
+            portal__pb2.RestoreRequest.SerializeToString,
+            portal__pb2.RestoreReply.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def PrepareSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/boxlite.portal.v1.Guest/PrepareSnapshot',
+            portal__pb2.PrepareSnapshotRequest.SerializeToString,
+            portal__pb2.PrepareSnapshotReply.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from boxlite import ExecutionError, InvalidStateError, SimpleBox
 from boxlite._box import Box
-from boxlite._exec_args import MAX_TIMEOUT_S, check_exec_args
+from boxlite._exec_args import MAX_TIMEOUT_S, check_exec_args, check_tty_size
 from boxlite._portal import portal_pb2 as pb
 from boxlite._state import BoxRecord
 
@@ -90,6 +90,20 @@ def test_found_exec_args(kwargs: dict[str, Any], needle: str) -> None:
         check_exec_args(**kwargs)
 
 
+@pytest.mark.parametrize("size", [(0, 80), (24, -1), (70000, 80), (24.0, 80), ("24", "80"), (True, 80), (24,),
+                                  (24, 80, 1), 24, "24x80"])
+def test_bad_tty_sizes(size: Any) -> None:
+    """Negative sizes made protobuf raise ValueError, 70000 made the agent's struct.pack raise."""
+    with pytest.raises(ExecutionError, match="tty_size"):
+        check_tty_size(size)
+
+
+def test_good_tty_sizes() -> None:
+    assert check_tty_size(None) == (24, 80)
+    assert check_tty_size([50, 200]) == (50, 200)
+    assert check_tty_size((1, 65535)) == (1, 65535)
+
+
 def test_good_exec_args_are_kept() -> None:
     checked = check_exec_args("sh", ("-c", "echo $A"), [("A", "1")], "1000:1000", "/tmp", 2.5)
     assert checked.argv == ["sh", "-c", "echo $A"] and checked.env == {"A": "1"}
@@ -122,16 +136,19 @@ def _stopped_box() -> tuple[Box, _Store]:
 
 @pytest.mark.anyio
 @SETTINGS
-@given(cmds, args_values, envs, users, cwds, timeouts)
+@given(cmds, args_values, envs, users, cwds, timeouts,
+       st.one_of(st.none(), st.tuples(numbers, numbers), anything))
 async def test_box_exec_checks_before_looking_at_the_box(cmd: Any, args: Any, env: Any, user: Any, cwd: Any,
-                                                         timeout: Any) -> None:
+                                                         timeout: Any, tty_size: Any) -> None:
     box, store = _stopped_box()
     try:
-        await box.exec(cmd, args, env=env, user=user, cwd=cwd, timeout=timeout)
+        await box.exec(cmd, args, env=env, user=user, cwd=cwd, timeout=timeout, tty=tty_size is not None,
+                       tty_size=tty_size)
     except ExecutionError:
         assert store.lookups == 0  # refused before anything else happened
     except InvalidStateError:
         check_exec_args(cmd, args, env, user, cwd, timeout)  # the arguments were fine: the box is stopped
+        check_tty_size(tty_size)
 
 
 @pytest.mark.anyio

@@ -214,7 +214,74 @@ async def test_bad_arguments_are_config_errors(cb: boxlite.CodeBox) -> None:
         await cb.install_packages()
 
 
-async def test_install_packages_without_network_raises_with_pips_output(cb: boxlite.CodeBox) -> None:
+async def test_install_packages_then_import_in_the_running_kernel(cb: boxlite.CodeBox) -> None:
+    output = await cb.install_packages("six")
+    assert "six" in output
+    assert (await cb.run("import six\nsix.__name__")).text == "'six'"
     with pytest.raises(boxlite.ExecError) as info:
         await cb.install_packages("surely-not-a-real-package-name-zz")
-    assert info.value.stderr
+    assert "surely-not-a-real-package-name-zz" in info.value.stderr
+
+
+async def _request(cb: boxlite.CodeBox, channel: str, msg_type: str, content: dict[str, object],
+                   until: str) -> list[boxlite._kernel_client.KernelMessage]:
+    """Send a raw request through the bridge client; collect its messages until one of type `until`."""
+    import anyio
+
+    kernel = cb.kernel
+    msg = await kernel.send(channel, msg_type, content)
+    waiter = kernel.watch(msg["header"]["msg_id"])
+    got: list[boxlite._kernel_client.KernelMessage] = []
+    try:
+        with anyio.fail_after(60):
+            while not got or got[-1].msg_type != until:
+                item = await waiter.queue.get()
+                assert isinstance(item, boxlite._kernel_client.KernelMessage), item
+                got.append(item)
+    finally:
+        kernel.unwatch(msg["header"]["msg_id"], waiter)
+    return got
+
+
+async def test_raw_protocol_complete_inspect_and_comms_both_ways(cb: boxlite.CodeBox) -> None:
+    complete = await _request(cb, "shell", "complete_request", {"code": "import colle", "cursor_pos": 12},
+                              "complete_reply")
+    assert "collections" in complete[-1].content["matches"]
+    inspect = await _request(cb, "shell", "inspect_request", {"code": "len", "cursor_pos": 3, "detail_level": 0},
+                             "inspect_reply")
+    assert inspect[-1].content["found"] and "text/plain" in inspect[-1].content["data"]
+    await cb.run(
+        "def _echo(comm, open_msg):\n"
+        "    comm.on_msg(lambda msg: comm.send({'echo': msg['content']['data']['value'] * 2}))\n"
+        "    comm.send({'opened': open_msg['content']['data']['hello']})\n"
+        "get_ipython().kernel.comm_manager.register_target('boxlite-echo', _echo)"
+    )
+    seen: list[boxlite._kernel_client.KernelMessage] = []
+
+    def listener(message: boxlite._kernel_client.KernelMessage) -> None:
+        if message.msg_type == "comm_msg":
+            seen.append(message)
+
+    cb.kernel.add_listener(listener)
+    try:
+        await _request(cb, "shell", "comm_open", {"comm_id": "c1", "target_name": "boxlite-echo",
+                                                  "data": {"hello": "from the host"}}, "status")
+        await _request(cb, "shell", "comm_msg", {"comm_id": "c1", "data": {"value": 21}}, "status")
+        import anyio
+
+        with anyio.fail_after(30):
+            while len([m for m in seen if m.content.get("comm_id") == "c1"]) < 2:
+                await anyio.sleep(0.05)
+    finally:
+        cb.kernel.remove_listener(listener)
+    data = [m.content["data"] for m in seen if m.content.get("comm_id") == "c1"]
+    assert data[:2] == [{"opened": "from the host"}, {"echo": 42}]
+
+
+async def test_kernel_runs_as_the_boxs_user_in_its_working_dir(runtime: boxlite.Boxlite) -> None:
+    async with boxlite.CodeBox(runtime=runtime, user="nobody", working_dir="/tmp") as other:
+        result = await other.run("import os, pwd\nos.getuid(), os.getcwd(), pwd.getpwuid(os.getuid()).pw_name")
+        assert result.text == "(65534, '/tmp', 'nobody')"
+        assert other.workdir == "/tmp"
+        await other.run("open('mine.txt', 'w').write('by nobody')")
+        assert await other.files.read("mine.txt") == b"by nobody"

@@ -341,9 +341,31 @@ async def test_exec_counts_in_box_metrics(box: boxlite.SimpleBox) -> None:
     assert after.guest_memory_total_bytes and after.guest_memory_total_bytes > 0
 
 
-async def test_tty_is_refused(box: boxlite.SimpleBox) -> None:
-    with pytest.raises(boxlite.ExecutionError):
-        await box.box.exec("true", tty=True)
+async def test_tty_command_sees_a_terminal_of_its_size(box: boxlite.SimpleBox) -> None:
+    script = "import os, sys; print(os.isatty(0), os.isatty(1), os.get_terminal_size()); print('e', file=sys.stderr)"
+    execution = await box.box.exec("python3", ["-c", script], tty=True, tty_size=(33, 101))
+    out, err, status = await execution.collect()
+    assert status.exit_code == 0
+    assert b"True True os.terminal_size(columns=101, lines=33)" in out
+    assert b"e\r\n" in out and err == b""  # a terminal has one output, with its own line endings
+
+
+async def test_tty_resize_reaches_the_command(box: boxlite.SimpleBox) -> None:
+    # SIGWINCH is blocked, then waited for: it may come while "ready" is still being written.
+    script = ("import os, signal\n"
+              "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})\n"
+              "print('ready', flush=True)\n"
+              "signal.sigwait({signal.SIGWINCH})\n"
+              "print('size', os.get_terminal_size(), flush=True)\n")
+    execution = await box.box.exec("python3", ["-c", script], tty=True, stdin=True, timeout=60)
+    lines = execution.stdout()
+    async for line in lines:
+        if "ready" in line:
+            break
+    await execution.resize(40, 120)
+    rest = "".join([line async for line in lines])
+    assert "size os.terminal_size(columns=120, lines=40)" in rest
+    assert (await execution.wait()).exit_code == 0
 
 
 OTHER_LOOPS = textwrap.dedent("""

@@ -203,6 +203,12 @@ async def test_absurd_but_runnable_exec_requests(box: boxlite.SimpleBox, channel
     for timeout in (-1.0, float("nan"), float("inf"), 1e300, 1e12):
         exit_msg = _exit_of(await _exec(channel, [_start(["true"], timeout_s=timeout)]))
         assert (exit_msg.exit_code, exit_msg.timed_out, exit_msg.error) == (0, False, ""), timeout
+    # Terminals of absurd sizes (uint32 on the wire, 16 bits in the kernel): capped, not a failed call.
+    for rows, cols in ((70000, 0), (0, 2**32 - 1)):
+        request = _start(["stty", "size"], tty=pb.TtySize(rows=rows, cols=cols))
+        resize = pb.ExecInput(resize=pb.TtySize(rows=2**32 - 1, cols=70000))
+        outputs = await _exec(channel, [request, resize])
+        assert _exit_of(outputs).exit_code == 0, outputs
     # A tiny one does time out.
     exit_msg = _exit_of(await _exec(channel, [_start(["sleep", "30"], timeout_s=1e-9)]))
     assert exit_msg.timed_out

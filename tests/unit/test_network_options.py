@@ -1,0 +1,192 @@
+"""Network, ports and volumes: option parsing and validation, the VM's arguments, the frame filter."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+
+from boxlite import BoxOptions, ConfigError, NetworkError
+from boxlite._netfilter import allowed
+from boxlite._netopts import HOST_ALIAS, NetworkSpec
+from boxlite._relay import bind_ports
+from boxlite.engine.network import MAX_DEVICES, plan_network, rule_table
+from guest.boxconfig import config_source, hosts_file, inline, resolv_conf
+
+PASST = Path("/usr/bin/passt")
+
+
+# -- options ----------------------------------------------------------------------------------------------------
+def test_network_defaults_to_enabled_nat() -> None:
+    assert BoxOptions().network == NetworkSpec(mode="enabled")
+    assert BoxOptions().network.kind == "nat"
+    assert BoxOptions(network="disabled").network.kind == "none"
+    assert BoxOptions(network="none").network.kind == "none"
+    assert BoxOptions(network={"mode": "enabled", "allow_net": ["example.org:443"]}).network.kind == "allowlist"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("bridged-ish", "network must be 'enabled' or 'disabled'"),
+    ({"allow_net": ["example.org"]}, "needs a port"),
+    ({"allow_net": ["example.org:0"]}, "between 1 and 65535"),
+    ({"allow_net": ["exa mple.org:80"]}, "not a valid host name"),
+    ({"allow_net": ["[::1]:80"]}, "IPv6"),
+    ({"mode": "disabled", "allow_net": ["example.org:80"]}, "takes no allow_net"),
+])
+def test_bad_network(value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BoxOptions(network=value)
+
+
+def test_ports_in_every_spelling() -> None:
+    opts = BoxOptions(ports=[(8080, 80), (0, 81, "tcp"), "127.0.0.1:9000:90", "0.0.0.0:9001:91/tcp", "92"])
+    got = [(p.host_ip, p.host_port, p.guest_port) for p in opts.ports]
+    assert got == [("127.0.0.1", 8080, 80), ("127.0.0.1", 0, 81), ("127.0.0.1", 9000, 90),
+                   ("0.0.0.0", 9001, 91), ("127.0.0.1", 0, 92)]
+
+
+@pytest.mark.parametrize("ports, message", [
+    ([(80, 80, "udp")], "only 'tcp'"),
+    ([(70000, 80)], "between 0 and 65535"),
+    ([(80, 0)], "between 1 and 65535"),
+    ([(8080, 80), (8080, 81)], "published twice"),
+    (["nonsense:1:2:3"], "expected"),
+    ([("localhost", 1, 2, "tcp")], "IPv4 address"),
+])
+def test_bad_ports(ports: list[object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BoxOptions(ports=ports)
+
+
+def test_volumes_are_resolved_and_checked(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "d")
+    opts = BoxOptions(volumes=[(str(tmp_path / "link"), "/data/", "ro"), f"{tmp_path / 'd'}:/w"])
+    assert [(v.host_path, v.guest_path, v.mode) for v in opts.volumes] == [
+        (str(tmp_path / "d"), "/data", "ro"), (str(tmp_path / "d"), "/w", "rw")]
+
+
+@pytest.mark.parametrize("guest, message", [
+    ("data", "absolute"), ("/", "reserved"), ("/proc/x", "reserved"), ("/dev", "reserved"),
+])
+def test_bad_guest_paths(tmp_path: Path, guest: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BoxOptions(volumes=[(str(tmp_path), guest)])
+
+
+def test_bad_host_paths(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    for path, message in [(str(tmp_path / "missing"), "does not exist"), (str(tmp_path / "file"), "not a directory"),
+                          (str(Path.home()), "home directory"), ("/", "the root"), ("rel/dir", "absolute")]:
+        with pytest.raises(ConfigError, match=message):
+            BoxOptions(volumes=[(path, "/data", "rw")])
+    with pytest.raises(ConfigError, match="mode must be"):
+        BoxOptions(volumes=[(str(tmp_path), "/data", "rx")])
+    with pytest.raises(ConfigError, match="two volumes"):
+        BoxOptions(volumes=[(str(tmp_path), "/data"), (str(tmp_path), "/data/")])
+
+
+def test_options_survive_a_round_trip_through_the_state_database(tmp_path: Path) -> None:
+    opts = BoxOptions(ports=[(0, 80)], volumes=[(str(tmp_path), "/d", "ro")],
+                      network={"allow_net": [f"{HOST_ALIAS}:8000", "example.org:443"]})
+    again = BoxOptions(**opts.model_dump(mode="json"))
+    assert again == opts
+
+
+# -- the VM's side ----------------------------------------------------------------------------------------------
+def test_nat_plan(tmp_path: Path) -> None:
+    plan = plan_network("abcdef123456", NetworkSpec(), [], [], tmp_path, PASST)
+    assert plan.passt_argv is not None and plan.passt_argv[0] == str(PASST)
+    assert "--no-map-gw" in plan.passt_argv  # the gateway is never the host
+    assert plan.passt_argv[plan.passt_argv.index("--tcp-ports") + 1] == "none"
+    netdev = plan.qemu_args[plan.qemu_args.index("-netdev") + 1]
+    assert f"addr.path={tmp_path / 'net.sock'}" in netdev  # the shim's filter, not passt itself
+    assert plan.guest_config["network"]["kind"] == "nat"
+
+
+def test_nat_without_passt_is_a_network_error(tmp_path: Path) -> None:
+    with pytest.raises(NetworkError, match="passt"):
+        plan_network("abc", NetworkSpec(), [], [], tmp_path, None)
+
+
+def test_disabled_and_allowlist_have_no_network_device(tmp_path: Path) -> None:
+    for spec in (NetworkSpec(mode="disabled"), NetworkSpec(allow_net=["example.org:443"])):
+        plan = plan_network("abc", spec, [], [], tmp_path, PASST)
+        assert "-netdev" not in plan.qemu_args and plan.passt_argv is None
+
+
+def test_volume_devices(tmp_path: Path) -> None:
+    opts = BoxOptions(volumes=[(str(tmp_path), "/ro", "ro"), (str(tmp_path), "/rw", "rw")], network="disabled")
+    plan = plan_network("abc", opts.network, [], opts.volumes, tmp_path, None)
+    fsdevs = [plan.qemu_args[i + 1] for i, a in enumerate(plan.qemu_args) if a == "-fsdev"]
+    assert fsdevs[0].endswith(",readonly=on") and "readonly" not in fsdevs[1]
+    assert all(f"path={tmp_path}," in f for f in fsdevs)
+    assert plan.guest_config["volumes"] == [{"tag": "vol0", "path": "/ro", "read_only": True},
+                                            {"tag": "vol1", "path": "/rw", "read_only": False}]
+
+
+def test_too_many_devices(tmp_path: Path) -> None:
+    opts = BoxOptions(volumes=[(str(tmp_path), f"/v{i}") for i in range(MAX_DEVICES)])
+    with pytest.raises(ConfigError, match="at most"):
+        plan_network("abc", opts.network, [], opts.volumes, tmp_path, PASST)  # + the NAT device
+    plan_network("abc", NetworkSpec(mode="disabled"), [], opts.volumes, tmp_path, None)
+
+
+def test_rule_table_gives_each_name_one_box_address() -> None:
+    spec = NetworkSpec(allow_net=["example.org:443", "example.org:80", f"{HOST_ALIAS}:8000", "localhost:9000",
+                                  "10.1.2.3:22"])
+    table = rule_table(spec)
+    assert [r["index"] for r in table] == [0, 1, 2, 3, 4]
+    assert table[0]["listen"] == table[1]["listen"] and table[0]["listen"].startswith("127.77.")
+    assert table[2]["connect"] == table[3]["connect"] == "127.0.0.1"  # the host's loopback, by rule only
+    assert table[2]["name"] == table[3]["name"] == HOST_ALIAS and table[2]["listen"] == table[3]["listen"]
+    assert table[4] == {"index": 4, "listen": "10.1.2.3", "port": 22, "name": None, "connect": "10.1.2.3"}
+
+
+def test_guest_files() -> None:
+    rules = [{"listen": "127.77.0.2", "name": "example.org"}, {"listen": "127.77.0.2", "name": "example.org"},
+             {"listen": "10.1.2.3", "name": None}]
+    hosts = hosts_file("box1", rules)
+    assert hosts.count("example.org") == 1 and "127.0.1.1\tbox1" in hosts and "10.1.2.3" not in hosts
+    assert "nameserver 10.0.2.3" in resolv_conf({"dns": "10.0.2.3"})
+    assert "nameserver" not in resolv_conf({"kind": "allowlist"})
+    assert config_source("quiet boxlite.config=2697 x=1") == "2697" and config_source("quiet") is None
+    import base64
+    import json
+
+    encoded = base64.urlsafe_b64encode(json.dumps({"network": {"kind": "nat"}}).encode()).decode()
+    assert inline(encoded) == {"network": {"kind": "nat"}}
+
+
+def _frame(ethertype: int, dst: str = "1.2.3.4") -> bytes:
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, 64, 6, 0, socket.inet_aton("10.0.2.15"),
+                     socket.inet_aton(dst))
+    return b"\x02" * 6 + b"\x52" * 6 + struct.pack("!H", ethertype) + ip + b"\0" * 20
+
+
+@pytest.mark.parametrize("frame, ok", [
+    (_frame(0x0800, "93.184.216.34"), True), (_frame(0x0800, "10.0.2.3"), True), (_frame(0x0806), True),
+    (_frame(0x0800, "127.0.0.1"), False), (_frame(0x0800, "127.255.1.2"), False), (_frame(0x0800, "0.0.0.0"), False),
+    (_frame(0x0800, "169.254.169.254"), False), (_frame(0x86DD), False), (_frame(0x8100), False), (b"\0" * 10, False),
+])
+def test_frame_filter(frame: bytes, ok: bool) -> None:
+    assert allowed(frame) is ok
+
+
+def test_bind_ports_all_or_nothing() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(NetworkError, match=f"host port {port} is already in use"):
+            bind_ports([{"host_ip": "127.0.0.1", "host_port": 0, "guest_port": 1},
+                        {"host_ip": "127.0.0.1", "host_port": port, "guest_port": 2}])
+        bound = bind_ports([{"host_ip": "127.0.0.1", "host_port": 0, "guest_port": 1}])
+        assert bound[0][0]["host_port"] > 0
+        for _, sock in bound:
+            sock.close()
+    finally:
+        taken.close()
