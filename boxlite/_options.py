@@ -48,6 +48,16 @@ def check_text(value: str, what: str) -> str:
     return value
 
 
+def _entries(value: Any, what: str) -> list[Any]:
+    """A list option's entries: None is none; anything but a list or tuple is refused (iterating an int raised
+    TypeError, a string went character by character)."""
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{what} must be a list, got {_shown(value)}")
+    return list(value)
+
+
 def _number_as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
@@ -76,12 +86,22 @@ class _Validated(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             raise _config_error(exc, type(self)) from None
+        except UnicodeEncodeError:
+            raise _unencodable() from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:
             super().__setattr__(name, value)
         except ValidationError as exc:
             raise _config_error(exc, type(self)) from None
+        except UnicodeEncodeError:
+            raise _unencodable(name) from None
+
+
+def _unencodable(name: str | None = None) -> ConfigError:
+    """pydantic-core cannot carry a message quoting a lone surrogate: it raises UnicodeEncodeError instead."""
+    return ConfigError(f"{'option ' + repr(name) if name else 'an option'} holds text that is not valid UTF-8 "
+                       "(a lone surrogate, as from undecodable bytes)", fix="pass text that can be encoded as UTF-8")
 
 
 class Options(_Validated):
@@ -154,12 +174,12 @@ class BoxOptions(_Validated):
     @field_validator("ports", mode="before")
     @classmethod
     def _ports(cls, v: Any) -> Any:
-        return [parse_port(p) for p in (v or [])]
+        return [parse_port(p) for p in _entries(v, "ports")]
 
     @field_validator("volumes", mode="before")
     @classmethod
     def _volumes(cls, v: Any) -> Any:
-        return [parse_volume(entry) for entry in (v or [])]
+        return [parse_volume(entry) for entry in _entries(v, "volumes")]
     # Start from this snapshot (runtime.snapshots) instead of booting: its memory, devices and disk.
     snapshot: str | None = None
 
@@ -172,7 +192,10 @@ class BoxOptions(_Validated):
         if isinstance(v, list | tuple):
             if not all(isinstance(pair, list | tuple) and len(pair) == 2 for pair in v):
                 raise ValueError("env must be a dict or a list of (key, value) pairs")
-            return {_number_as_text(k): _number_as_text(val) for k, val in v}
+            try:
+                return {_number_as_text(k): _number_as_text(val) for k, val in v}
+            except TypeError:  # a key that cannot be one (a list, say)
+                raise ValueError("env names must be strings") from None
         return v
 
     @field_validator("env")

@@ -25,19 +25,22 @@ SETTINGS = settings(max_examples=300, deadline=None,
 NEVER = {"setup", "doctor", "pull", "build"}  # they build, probe the host or reach the network
 
 subcommands = st.sampled_from(["run", "exec", "ls", "ps", "start", "stop", "rm", "info", "inspect", "metrics",
-                               "images", "image", "help", "", "-h"])
-image_subcommands = st.sampled_from(["ls", "list", "load", "rm", "rmi", "remove", "prune", "--builtin", "-q"])
+                               "images", "image", "snapshot", "snapshots", "help", "", "-h"])
+image_subcommands = st.sampled_from(["ls", "list", "load", "rm", "rmi", "remove", "prune", "--builtin", "-q",
+                                     "create"])
 flags = st.sampled_from([
     "-e", "--env", "-w", "--workdir", "-u", "--user", "--timeout", "--cpus", "--memory", "-m", "--name", "--rootfs",
     "--entrypoint", "-d", "--detach", "--rm", "--accel", "-q", "--quiet", "--json", "-a", "--all", "-f", "--force",
     "-i", "--interactive", "--input", "--", "-", "--version", "--unknown", "-zz",
+    "-p", "--publish", "-v", "--volume", "--network", "-t", "--tty", "-it", "--snapshot",
 ])
 values = st.one_of(
     st.text(max_size=20),
     st.sampled_from(["0", "-1", "1", "2", "99999999999999999999999", "9" * 5000, "nan", "inf", "-inf", "1e400",
                      "1e-400", "0x10", "A=1", "=x", "A", "A\0=1", "/", "/tmp", "relative", "~nosuchuser-xyz",
                      "\0", "\ud800", "\udcff", "é", "UPPER:tag", "alpine@sha256:" + "a" * 64, "oci-layout:/x",
-                     "archive:", "sha256:", "kvm", "tcg", "auto", "KVM"]),
+                     "archive:", "sha256:", "kvm", "tcg", "auto", "KVM", "8080:80", "127.0.0.1:1:2/tcp", "1:2/udp",
+                     "99999:1", "/tmp:/data", "/tmp:/data:ro", "/:/x", "/tmp:rel", "enabled", "disabled"]),
 )
 tokens = st.one_of(flags, values, flags, image_subcommands)
 homes = st.sampled_from([None, "home", "./other-home", "~nosuchuser-xyz/h", "a\0b", "", "\udcff"])
@@ -95,7 +98,8 @@ def test_any_token_soup(sandbox: Path, capfd: pytest.CaptureFixture[str], argv: 
 
 
 @SETTINGS
-@given(st.sampled_from(["--cpus", "--memory", "--timeout", "--name", "-e", "-w", "-u", "--rootfs", "--entrypoint"]),
+@given(st.sampled_from(["--cpus", "--memory", "--timeout", "--name", "-e", "-w", "-u", "--rootfs", "--entrypoint",
+                        "-p", "-v", "--network", "--snapshot"]),
        values, st.one_of(st.none(), values))
 def test_run_options(sandbox: Path, capfd: pytest.CaptureFixture[str], flag: str, value: str,
                      image: str | None) -> None:

@@ -53,6 +53,15 @@ def _field_values(name: str) -> st.SearchStrategy[Any]:
         "entrypoint": st.lists(nasty_text, max_size=3),
         "cmd": st.lists(st.one_of(nasty_text, scalars), max_size=3),
         "boot_timeout_s": numbers,
+        "network": st.one_of(st.sampled_from(["enabled", "disabled", "", "none"]),
+                             st.fixed_dictionaries({"mode": nasty_text,
+                                                    "allow_net": st.lists(nasty_text, max_size=2)})),
+        "ports": st.lists(st.one_of(st.tuples(numbers, numbers, nasty_text), st.tuples(numbers, numbers),
+                                    nasty_text, st.sampled_from(["8080:80", "127.0.0.1:8080:80/tcp", "1:2/udp"])),
+                          max_size=3),
+        "volumes": st.lists(st.one_of(st.tuples(nasty_text, nasty_text, nasty_text), st.tuples(nasty_text, nasty_text),
+                                      nasty_text, st.sampled_from(["/tmp:/data", "/tmp:/data:ro", "/:/x", "/tmp:rel"])),
+                            max_size=3),
         "accel": st.one_of(st.sampled_from(["auto", "kvm", "tcg", "KVM", ""]), scalars),
         "home_dir": st.one_of(nasty_text, st.sampled_from(["~", "~nosuchuser-xyz/box", "/tmp/x\0y"])),
         "image_registries": st.lists(st.one_of(
@@ -126,6 +135,9 @@ def test_what_constructs_is_safe_to_send_into_the_box(values: dict[str, Any]) ->
     {"cpus": "9" * 100_000},                         # the whole input went into the message
     {"env": {"A\0": "1"}}, {"env": {"A": "1\0"}}, {"env": {"A=B": "1"}}, {"env": {"": "1"}},
     {"env": [("A", None)]}, {"env": ["ab"]}, {"env": [b"ab"]},  # converted to "None", {"a": "b"}, {"97": "98"}
+    {"env": [([], None)]},                           # TypeError: unhashable type (found by the property)
+    {"ports": 1}, {"volumes": True},                 # TypeError: not iterable
+    {"volumes": [("", "\udc80", "")]},               # UnicodeEncodeError from pydantic-core
     {"working_dir": "/a\0b"}, {"user": "root\0"}, {"cmd": ["a\0"]}, {"entrypoint": ["\ud800"]},
     {"rootfs_path": "/x\0"},
     {"image": "archive:/x\0"}, {"image": "oci-layout:\ud800"},
