@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from boxlite import cli
 from boxlite._errors import ImageError
 
-SETTINGS = settings(max_examples=300, deadline=None,
+SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 NEVER = {"setup", "doctor", "pull", "build"}  # they build, probe the host or reach the network
 

@@ -23,7 +23,7 @@ from boxlite._exec_args import MAX_TIMEOUT_S, check_exec_args, check_tty_size
 from boxlite._portal import portal_pb2 as pb
 from boxlite._state import BoxRecord
 
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 nasty_text = st.text(alphabet=st.one_of(st.characters(), st.sampled_from("\0=/ \udc80\ud800é")), max_size=20)
 huge = st.sampled_from([(10, 5000), (-10, 400), (2, 1024), (2, 64)]).map(lambda be: be[0] ** be[1])

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from boxlite import BoxOptions, ConfigError, Options
 from boxlite._options import check_text
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 BOX_FIELDS = sorted(BoxOptions.model_fields)
 OPTION_FIELDS = sorted(Options.model_fields)
