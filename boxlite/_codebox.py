@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import hashlib
 import io
+import json
 import os
 import posixpath
 import tarfile
@@ -22,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from boxlite._box import Box
 from boxlite._code_results import DEFAULT_MAX_OUTPUT_BYTES, Callback, CodeExecution, RunCollector
 from boxlite._errors import (
     BoxliteError,
@@ -46,7 +49,9 @@ KERNEL_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 
-# How the kernel is started: ipykernel, with three changes made by this launcher (python3 -c):
+# How the kernel is started: ipykernel, with four changes made by this launcher (python3 -c):
+# - in a VM restored from a template (the kernel was started before the snapshot), the agent signals the kernel
+#   (SIGRTMIN+5), which then reseeds its `random` (and numpy's) and takes the clone's hostname.
 # - without its debugger unless asked (`--no-debugger`): importing debugpy costs ~2 s of the kernel's start under
 #   emulation, and a sandboxed agent loop never attaches one. CodeBox(debugger=True) keeps it (Jupyter's panel).
 # - printed output is flushed once a megabyte has gathered, not only every 0.2 s: a cell printing fast would
@@ -54,7 +59,13 @@ KERNEL_ENV = {
 # - history lives in memory (In/Out, %history and history requests work within the kernel's life): the default
 #   SQLite file on the box's disk cost ~35 ms per cell under emulation, more than the rest of a `1+1` cell.
 KERNEL_LAUNCHER = """\
-import sys, threading
+import os, random, signal, socket, sys
+def _renew(signum, frame):  # this VM was restored from a snapshot: a new machine (guest/kernels.py)
+    random.seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+    os.environ["HOSTNAME"] = socket.gethostname()
+signal.signal(signal.SIGRTMIN + 5, _renew)
 if "--no-debugger" in sys.argv:
     sys.argv.remove("--no-debugger")
     sys.modules["debugpy"] = None
@@ -199,9 +210,9 @@ class CodeBox(SimpleBox):
             return self._kernel.info.cwd
         return self._configured_workdir() or "/"
 
-    def _configured_workdir(self) -> str:
-        cfg = self.box._record.config
-        return str(cfg.get("working_dir") or self.box._record.image.get("working_dir") or "")
+    def _configured_workdir(self, box: Box | None = None) -> str:
+        rec = (box or self.box)._record
+        return str(rec.config.get("working_dir") or rec.image.get("working_dir") or "")
 
     async def start(self) -> CodeBox:
         await super().start()
@@ -214,15 +225,33 @@ class CodeBox(SimpleBox):
                 raise
         return self
 
-    async def __aenter__(self) -> CodeBox:
-        return await self.start()
+    async def _create(self) -> Box:
+        """Create the box with the kernel started in it before its start template is taken: a CodeBox
+        restored from that template finds its kernel already running (see docs/snapshots.md)."""
+        from boxlite._snapshots import Warmup
 
-    def _process(self) -> pb.ExecRequest:
-        rec = self.box._record
+        async def start_kernel(box: Box) -> None:
+            client = KernelClient(box)
+            try:
+                await client.start(self._process(box), timeout=KERNEL_START_TIMEOUT_S)
+            finally:
+                await client.disconnect()  # a template holds no open connection
+
+        return await self.runtime.create(self.options, warmup=Warmup(self._warmup_tag(), start_kernel))
+
+    def _warmup_tag(self) -> str:
+        """What the template's kernel depends on beyond the image and resources (which its key has)."""
+        opts = self.options
+        described = json.dumps([self.kernel_argv, self.kernel_env, opts.env, opts.working_dir, opts.user],
+                               sort_keys=True, default=str)
+        return "codebox-kernel:" + hashlib.sha256(described.encode()).hexdigest()[:16]
+
+    def _process(self, box: Box | None = None) -> pb.ExecRequest:
+        rec = (box or self.box)._record
         env = dict(e.split("=", 1) for e in rec.image.get("env", []) if "=" in e)
         env.update(rec.config.get("env") or {})
         env.update(self.kernel_env)
-        return pb.ExecRequest(argv=self.kernel_argv, env=env, cwd=self._configured_workdir(),
+        return pb.ExecRequest(argv=self.kernel_argv, env=env, cwd=self._configured_workdir(box),
                               user=rec.config.get("user") or rec.image.get("user") or "")
 
     async def _start_kernel(self, restart: bool) -> None:

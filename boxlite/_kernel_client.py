@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 CHANNELS = {pb.SHELL: "shell", pb.IOPUB: "iopub", pb.STDIN: "stdin", pb.CONTROL: "control"}
 CHANNEL_IDS = {name: value for value, name in CHANNELS.items()}
+# After a kernel_info reply, how long its iopub status may lag before the request is sent again.
+IOPUB_GRACE_S = 0.1
 INSTALL_FIX = ("use an image with ipykernel: boxlite.CODEBOX_IMAGE (built in), or install it in yours "
                "(`pip install ipykernel` or Debian's python3-ipykernel)")
 
@@ -173,18 +175,20 @@ class KernelClient:
 
     async def _wait_ready(self, timeout: float) -> None:
         """Ask kernel_info until its reply and an iopub message for it arrive: then iopub is subscribed too
-        (a SUB misses whatever the kernel publishes before its subscription lands, as in jupyter_client)."""
+        (a SUB misses whatever the kernel publishes before its subscription lands, as in jupyter_client).
+
+        Each request waits for its reply as long as it takes; after the reply its iopub status gets a short
+        grace, and without it the next request goes at once."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        attempt = 0.2
         while True:
             msg = await self.send("shell", "kernel_info_request", {})
             waiter = self.watch(msg["header"]["msg_id"])
             got_reply = got_iopub = False
+            limit = deadline
             try:
-                end = min(deadline, loop.time() + attempt)
                 while not (got_reply and got_iopub):
-                    remaining = end - loop.time()
+                    remaining = limit - loop.time()
                     if remaining <= 0:
                         break
                     try:
@@ -195,7 +199,7 @@ class KernelClient:
                         raise ExecutionError(f"the Python kernel in box {self.box.id} {item.describe()} while "
                                              f"starting:\n{item.output_tail}", fix=INSTALL_FIX)
                     if item.channel == "shell" and item.msg_type == "kernel_info_reply":
-                        got_reply = True
+                        got_reply, limit = True, min(deadline, loop.time() + IOPUB_GRACE_S)
                         self.kernel_info = item.content
                     elif item.channel == "iopub":
                         got_iopub = True
@@ -206,7 +210,6 @@ class KernelClient:
             if loop.time() >= deadline:
                 raise TimeoutError(f"the Python kernel in box {self.box.id} did not answer within {timeout:g} s",
                                    fix="restart it; give the box more memory if it keeps happening")
-            attempt = min(attempt * 2, 2.0)
 
     async def disconnect(self) -> None:
         call, self._call = self._call, None

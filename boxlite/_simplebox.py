@@ -66,8 +66,11 @@ class SimpleBox:
                 await existing.start()
                 self._box = existing
                 return self
-        self._box = await self.runtime.create(self.options)
+        self._box = await self._create()
         return self
+
+    async def _create(self) -> Box:
+        return await self.runtime.create(self.options)
 
     async def stop(self) -> None:
         if self._box is None:

@@ -42,6 +42,9 @@ TAIL_BYTES = 16 * 1024
 # A batch to the host is cut at this size (big outputs travel as several messages, memory stays bounded).
 BATCH_BYTES = 1 << 20
 DEFAULT_START_TIMEOUT_S = 60.0
+# Sent to every kernel of a VM restored from a snapshot: a launcher that handles it (CodeBox's does) reseeds the
+# kernel process's `random` and takes the clone's hostname. A real-time signal: no program uses it by chance.
+RENEW_SIGNAL = signal.SIGRTMIN + 5
 KERNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_START_TIMEOUT_S = 600.0
 MAX_GRACE_S = 60.0
@@ -116,6 +119,18 @@ class Kernel:
             os.rmdir(self.directory)
 
 
+_services: list[KernelService] = []
+
+
+def renew_all() -> None:
+    """After a restore: tell every running kernel that its VM is a new machine now."""
+    for service in _services:
+        for kernel in list(service.kernels.values()):
+            if not kernel.exited.is_set():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(kernel.proc.pid, RENEW_SIGNAL)
+
+
 class StartFailedError(Exception):
     def __init__(self, code: grpc.StatusCode, detail: str) -> None:
         super().__init__(detail)
@@ -140,6 +155,7 @@ class KernelService(pb_grpc.KernelServicer):
         self.kernels: dict[str, Kernel] = {}
         self.lock = threading.Lock()
         self.feeders = ThreadPoolExecutor(max_workers=64, thread_name_prefix="kernel-feeder")
+        _services.append(self)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def Start(self, request: pb.KernelStartRequest, context: Any) -> pb.KernelInfo:

@@ -79,6 +79,10 @@ def _apply(request: pb.RestoreRequest | wire.RestoreRequest) -> None:
         socket.sethostname(request.hostname)
     if request.machine_id:
         write_machine_id(request.machine_id)
+    # Jupyter kernels running in the clone renew their own Python state (guest/kernels.py).
+    kernels = sys.modules.get("guest.kernels")
+    if kernels is not None:
+        kernels.renew_all()
 
 
 def prepare_snapshot() -> pb.PrepareSnapshotReply:

@@ -285,3 +285,18 @@ async def test_kernel_runs_as_the_boxs_user_in_its_working_dir(runtime: boxlite.
         assert other.workdir == "/tmp"
         await other.run("open('mine.txt', 'w').write('by nobody')")
         assert await other.files.read("mine.txt") == b"by nobody"
+
+
+async def test_codeboxes_restore_from_a_template_with_their_kernel_running(runtime: boxlite.Boxlite,
+                                                                           cb: boxlite.CodeBox) -> None:
+    # `cb` (same options) has left the template: its kernel was started before the snapshot was taken.
+    await cb.run("secret = 'only in cb'")
+    values = []
+    for _ in range(2):
+        async with boxlite.CodeBox(runtime=runtime, memory_mib=768) as clone:
+            assert clone.box.info().boot == "restored"
+            assert clone.kernel.info is not None and not clone.kernel.info.started  # it came with the snapshot
+            result = await clone.run("import random\n('secret' in globals(), random.random())")
+            values.append(result.text)
+    assert all(v is not None and v.startswith("(False, ") for v in values)
+    assert values[0] != values[1]  # each clone's kernel reseeded its own random state
