@@ -165,6 +165,7 @@ def _guard_against_oom() -> None:
 def main() -> None:
     system.mount_guest_filesystems()
     _guard_against_oom()
+    system.limit_tasks()
     _log(f"agent started at {system.uptime_s():.2f}s")
     with open("/proc/cmdline") as f:
         cmdline = f.read()
