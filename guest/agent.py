@@ -180,6 +180,7 @@ def main() -> None:
     system.mount_guest_filesystems()
     _guard_against_oom()
     _raise_file_limit()
+    system.limit_tasks()
     _log(f"agent started at {system.uptime_s():.2f}s")
     with open("/proc/cmdline") as f:
         cmdline = f.read()

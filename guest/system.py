@@ -50,6 +50,23 @@ def mount_guest_filesystems() -> None:
     _mount_quiet("tmpfs", "/tmp", "tmpfs", nosuid_nodev, "mode=1777")
 
 
+# Tasks (processes and threads) the guest may hold per MiB of its memory. Each costs its kernel stack, page tables
+# and a little memory of its own (~200 KiB for a shell): with this bound a fork bomb gets EAGAIN from fork()
+# while memory is still free, instead of driving the guest into an OOM storm in which the agent cannot even run
+# the timeout that would end it. 256 MiB -> 512 tasks, 512 MiB -> 1024, 2 GiB -> 4096.
+TASKS_PER_MIB = 2
+MIN_TASKS = 512
+
+
+def limit_tasks() -> None:
+    total_mib = memory_bytes()[0] >> 20
+    try:
+        with open("/proc/sys/kernel/threads-max", "w") as f:
+            f.write(f"{max(MIN_TASKS, total_mib * TASKS_PER_MIB)}\n")
+    except OSError:
+        pass
+
+
 def mount_image_root(device: str) -> str:
     """Mount the box's own disk (the image's root) and give it /proc, /sys and /dev for commands."""
     root = IMAGE_ROOT

@@ -68,11 +68,12 @@ async def test_kernel_panic_in_the_guest_ends_that_box_only(runtime: boxlite.Box
 
 async def test_fork_bomb_ends_with_its_command(runtime: boxlite.Boxlite) -> None:
     async with victim(runtime, memory_mib=256) as box:
-        # The classic bomb, kept in the command's process group (the timeout kills the whole group).
+        # The classic bomb, kept in the command's process group (the timeout kills the whole group). The guest's
+        # task limit makes its forks fail before memory runs out, so the agent keeps running.
         execution = await box.exec("sh", ["-c", "bomb() { bomb | bomb; }; bomb"], timeout=8)
         with anyio.fail_after(90):
             status = await execution.wait()
-        assert status.timed_out
+        assert status.timed_out or status.exit_code != 0
         with anyio.fail_after(60):
             out, _, after = await (await box.exec("echo", ["alive"])).collect()
         assert (out, after.exit_code) == (b"alive\n", 0)
