@@ -27,6 +27,7 @@ from boxlite._errors import (
     PortalError,
     TimeoutError,
 )
+from boxlite._exec_args import check_exec_args, check_tty_size
 from boxlite._execution import ExecStatus, Execution
 from boxlite._metrics import BoxMetrics, CpuSampler, box_process_ids, process_cpu_seconds, process_rss_bytes
 from boxlite._portal import portal_pb2 as pb
@@ -360,20 +361,22 @@ class Box:
         tty=True runs it on a pseudo-terminal of tty_size (rows, cols; 24x80 by default): its output all
         arrives as stdout, and Execution.resize() changes the size.
         """
+        # Bad arguments fail here, before the box's state is even looked at (see boxlite/_exec_args.py).
+        checked = check_exec_args(cmd, args, env, user, cwd, timeout if timeout is not None else timeout_secs)
+        rows, cols = check_tty_size(tty_size)
         rec = self._require_running("execute")
         image = rec.image
         cfg = rec.config
         merged_env = dict(e.split("=", 1) for e in image.get("env", []) if "=" in e)
         merged_env.update(cfg.get("env") or {})
-        merged_env.update(dict(env) if env else {})
-        limit = timeout if timeout is not None else timeout_secs
+        merged_env.update(checked.env)
         request = pb.ExecRequest(
-            argv=[cmd, *(args or [])], env=merged_env,
-            cwd=cwd or cfg.get("working_dir") or image.get("working_dir") or "/",
-            user=user or cfg.get("user") or image.get("user") or "", timeout_s=float(limit or 0), stdin=stdin,
+            argv=checked.argv, env=merged_env,
+            cwd=checked.cwd or cfg.get("working_dir") or image.get("working_dir") or "/",
+            user=checked.user or cfg.get("user") or image.get("user") or "", timeout_s=checked.timeout_s,
+            stdin=bool(stdin),
         )
         if tty:
-            rows, cols = tty_size or (24, 80)
             request.tty.CopyFrom(pb.TtySize(rows=rows, cols=cols))
         store = self._runtime._store
 

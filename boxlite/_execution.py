@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import grpc
 
 from boxlite._errors import PortalError
+from boxlite._exec_args import check_tty_size
 from boxlite._portal import portal_pb2 as pb
 from boxlite._portal_client import PortalClient
 
@@ -166,6 +167,7 @@ class Execution:
 
     async def resize(self, rows: int, cols: int) -> None:
         """Change the size of a tty command's terminal (it gets SIGWINCH)."""
+        rows, cols = check_tty_size((rows, cols))
         await self._send(pb.ExecInput(resize=pb.TtySize(rows=rows, cols=cols)))
 
     # Names the reference SDK uses for the same two operations.

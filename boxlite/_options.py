@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
 from boxlite._errors import ConfigError
 from boxlite._netopts import (
@@ -25,6 +26,42 @@ MIN_MEMORY_MIB, MAX_MEMORY_MIB = 128, 65536
 MAX_DISK_GB = 2048
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """repr() of a bad input for an error message: cut to `limit` characters, and never failing itself
+    (a 5000-digit int cannot be repr'd under Python's int-to-str limit)."""
+    try:
+        text = repr(value)
+    except Exception:  # whatever the input's repr does, the error message must still be made
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_text(value: str, what: str) -> str:
+    """A string that crosses into the box (argv, env, paths, user names): no NUL bytes (the kernel's strings end
+    there) and encodable as UTF-8 (the portal's strings are UTF-8; a lone surrogate is not). Raises ValueError."""
+    if "\0" in value:
+        raise ValueError(f"{what} contains a NUL byte: {_shown(value)}")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid text (it holds a lone surrogate): {_shown(value)}") from None
+    return value
+
+
+def _entries(value: Any, what: str) -> list[Any]:
+    """A list option's entries: None is none; anything but a list or tuple is refused (iterating an int raised
+    TypeError, a string went character by character)."""
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{what} must be a list, got {_shown(value)}")
+    return list(value)
+
+
+def _number_as_text(value: Any) -> Any:
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
 def _config_error(exc: ValidationError, model: type[BaseModel]) -> ConfigError:
     messages = []
     for err in exc.errors():
@@ -35,7 +72,7 @@ def _config_error(exc: ValidationError, model: type[BaseModel]) -> ConfigError:
         elif err["type"] == "value_error":
             messages.append(str(err["ctx"]["error"]) if "ctx" in err else err["msg"])
         else:
-            messages.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+            messages.append(f"{where}: {err['msg']} (got {_shown(err.get('input'))})")
     return ConfigError("; ".join(messages), fix="correct the option and try again")
 
 
@@ -49,12 +86,22 @@ class _Validated(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             raise _config_error(exc, type(self)) from None
+        except UnicodeEncodeError:
+            raise _unencodable() from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:
             super().__setattr__(name, value)
         except ValidationError as exc:
             raise _config_error(exc, type(self)) from None
+        except UnicodeEncodeError:
+            raise _unencodable(name) from None
+
+
+def _unencodable(name: str | None = None) -> ConfigError:
+    """pydantic-core cannot carry a message quoting a lone surrogate: it raises UnicodeEncodeError instead."""
+    return ConfigError(f"{'option ' + repr(name) if name else 'an option'} holds text that is not valid UTF-8 "
+                       "(a lone surrogate, as from undecodable bytes)", fix="pass text that can be encoded as UTF-8")
 
 
 class Options(_Validated):
@@ -78,7 +125,12 @@ class Options(_Validated):
     @field_validator("home_dir")
     @classmethod
     def _absolute_home(cls, v: Path | None) -> Path | None:
-        return v.expanduser().resolve() if v is not None else None
+        if v is None:
+            return None
+        try:
+            return v.expanduser().resolve()
+        except (RuntimeError, OSError) as exc:  # "~nosuchuser": no such home directory
+            raise ValueError(f"home_dir {str(v)!r} cannot be resolved: {exc}") from None
 
     @field_validator("image_registries")
     @classmethod
@@ -88,8 +140,8 @@ class Options(_Validated):
     @field_validator("boot_timeout_s")
     @classmethod
     def _positive_timeout(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("boot_timeout_s must be positive")
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"boot_timeout_s must be positive and finite (seconds), got {v!r}")
         return v
 
 
@@ -122,12 +174,12 @@ class BoxOptions(_Validated):
     @field_validator("ports", mode="before")
     @classmethod
     def _ports(cls, v: Any) -> Any:
-        return [parse_port(p) for p in (v or [])]
+        return [parse_port(p) for p in _entries(v, "ports")]
 
     @field_validator("volumes", mode="before")
     @classmethod
     def _volumes(cls, v: Any) -> Any:
-        return [parse_volume(entry) for entry in (v or [])]
+        return [parse_volume(entry) for entry in _entries(v, "volumes")]
     # Start from this snapshot (runtime.snapshots) instead of booting: its memory, devices and disk.
     snapshot: str | None = None
 
@@ -135,11 +187,38 @@ class BoxOptions(_Validated):
     @classmethod
     def _env_pairs(cls, v: Any) -> Any:
         # The reference API takes a list of (key, value) pairs; a dict is accepted too.
+        # Numbers are written out (("PORT", 8080) -> "8080"); anything else must already be a string (None is
+        # not turned into "None", nor a 2-character string into a pair).
         if isinstance(v, list | tuple):
+            if not all(isinstance(pair, list | tuple) and len(pair) == 2 for pair in v):
+                raise ValueError("env must be a dict or a list of (key, value) pairs")
             try:
-                return {str(k): str(val) for k, val in v}
-            except (TypeError, ValueError):
-                raise ValueError("env must be a dict or a list of (key, value) pairs") from None
+                return {_number_as_text(k): _number_as_text(val) for k, val in v}
+            except TypeError:  # a key that cannot be one (a list, say)
+                raise ValueError("env names must be strings") from None
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, val in v.items():
+            if not key or "=" in key:
+                raise ValueError(f"invalid environment variable name {_shown(key)}: it must be non-empty and "
+                                 "hold no '='")
+            check_text(key, "an environment variable name")
+            check_text(val, f"environment variable {key}")
+        return v
+
+    @field_validator("working_dir", "user", "rootfs_path")
+    @classmethod
+    def _plain_text(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return check_text(v, str(info.field_name)) if v is not None else None
+
+    @field_validator("entrypoint", "cmd")
+    @classmethod
+    def _argv(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        for arg in v or []:
+            check_text(arg, f"an argument of {info.field_name}")
         return v
 
     @field_validator("cpus")

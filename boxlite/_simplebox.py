@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from boxlite._box import Box, BoxInfo
-from boxlite._errors import ExecError, InvalidStateError, TimeoutError
+from boxlite._errors import ExecError, ExecutionError, InvalidStateError, TimeoutError
 from boxlite._execution import ExecResult
 from boxlite._metrics import BoxMetrics
 from boxlite._options import BoxOptions
@@ -110,6 +110,9 @@ class SimpleBox:
         A non-zero exit is returned, not raised, unless check=True (then ExecError). A timeout kills the
         command's process group and raises TimeoutError (its partial output is on the error).
         """
+        if stdin is not None and not isinstance(stdin, bytes | str):
+            raise ExecutionError(f"stdin must be bytes or str, got {type(stdin).__name__}",
+                                 fix="pass the input as bytes or text, or None for no input")
         execution = await self.box.exec(cmd, list(args), env=env, user=user, cwd=cwd, timeout=timeout,
                                         stdin=stdin is not None)
         if stdin is not None:

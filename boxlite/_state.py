@@ -180,6 +180,12 @@ class StateStore:
 
     def find(self, id_or_name: str) -> BoxRecord | None:
         """By exact id, exact name, or a unique id prefix (as Docker allows)."""
+        if not isinstance(id_or_name, str) or "\0" in id_or_name:
+            return None
+        try:
+            id_or_name.encode()  # ids and names are ASCII; argv's undecodable bytes arrive as lone surrogates
+        except UnicodeEncodeError:
+            return None
         with self._lock:
             rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM boxes WHERE id = ? OR name = ?",
                                     (id_or_name, id_or_name)).fetchall()

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -76,8 +77,8 @@ def _positive_float(value: str) -> float:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value!r}")
+    if not 0 < number < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {value!r}")
     return number
 
 
@@ -344,8 +345,17 @@ def _finish(status: ExecStatus | None, signals: _Signals, timeout: float | None)
 
 # -- the runtime ----------------------------------------------------------------------------------------------
 
+def host_path(text: str, what: str) -> Path:
+    """A path given on the command line, absolute. One that cannot name a file (a NUL byte, ~ of an unknown
+    user, ...) is a ConfigError (exit 125), not a traceback."""
+    try:
+        return Path(text).expanduser().resolve()
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ConfigError(f"bad {what} {text!r}: {exc}", fix=f"give a valid path for {what}") from None
+
+
 def _home(args: argparse.Namespace) -> Path:
-    return Path(args.home).expanduser().resolve() if args.home else default_home().expanduser()
+    return host_path(args.home, "--home") if args.home else default_home().expanduser()
 
 
 AccelChoice = Literal["auto", "kvm", "tcg"]
@@ -529,7 +539,7 @@ async def _stop_quietly(box: Box, remove: bool) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    rootfs = str(Path(args.rootfs).expanduser().resolve()) if args.rootfs else None
+    rootfs = str(host_path(args.rootfs, "--rootfs")) if args.rootfs else None
     command: list[str] = list(args.command)
     if rootfs and args.image:  # with --rootfs every positional is the command
         command = [args.image, *command]

@@ -207,7 +207,7 @@ def cmd_load(args: argparse.Namespace, runtime: Boxlite) -> int:
     failed = False
     for path in args.paths:
         try:
-            images = runtime.images.load(Path(path).expanduser().resolve(), _info)
+            images = runtime.images.load(Path(path), _info)  # expanded and resolved by the store
         except BoxliteError as exc:
             _error(str(exc))
             failed = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import sys
@@ -21,6 +22,11 @@ from guest._portal import portal_pb2_grpc as pb_grpc
 from guest.execution import ExecutionService
 
 PORTAL_PORT = 2695
+# Every streaming call (a running command, an upload, a kernel connection) holds a server thread for as long as it
+# lasts, and a call finding every thread busy waits in a queue: with 64 threads, 64 long-running commands (or 64
+# streams that never send their first message) left Ping and every other call waiting. Threads are only made
+# when needed; each costs little memory.
+SERVER_THREADS = 512
 PORTAL_NAME = "boxlite-portal"
 HOST_CID = 2
 
@@ -156,6 +162,14 @@ def _log(message: str) -> None:
     print(f"boxlite-guest: {message}", file=sys.stderr, flush=True)
 
 
+def _raise_file_limit() -> None:
+    """The soft descriptor limit up to the hard one (1024 -> 4096): each portal connection costs the agent seven
+    (see bridge.MAX_CONNECTIONS), each running command four or five. Commands inherit it."""
+    with contextlib.suppress(OSError, ValueError):
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _guard_against_oom() -> None:
     """The guest's OOM killer must pick a runaway command or kernel, never the agent (children are released)."""
     with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
@@ -165,6 +179,7 @@ def _guard_against_oom() -> None:
 def main() -> None:
     system.mount_guest_filesystems()
     _guard_against_oom()
+    _raise_file_limit()
     system.limit_tasks()
     _log(f"agent started at {system.uptime_s():.2f}s")
     with open("/proc/cmdline") as f:
@@ -176,7 +191,7 @@ def main() -> None:
     # nothing says the image keeps it).
     port = serial_link.find_port() if params.transport == "serial" else None
     port_fd = os.open(port, os.O_RDWR) if port else -1
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=[("grpc.so_reuseport", 0)])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=SERVER_THREADS), options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_GuestServicer_to_server(GuestService("/"), server)
     pb_grpc.add_ExecutionServicer_to_server(ExecutionService(), server)
     pb_grpc.add_FilesServicer_to_server(LazyFiles(), server)

@@ -11,8 +11,14 @@ import contextlib
 import os
 import socket
 import threading
+import time
 
 CHUNK = 1 << 20
+# Connections bridged at once. Each costs the agent six descriptors and two threads (and the gRPC server one more
+# descriptor); a flood of connections beyond this is refused (closed at once) rather than let it take every
+# descriptor the agent has, and with them every command's pipes (EMFILE). Far more than any real use needs: a
+# host process keeps one connection per box.
+MAX_CONNECTIONS = 256
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
@@ -58,6 +64,28 @@ def listen(port: int) -> socket.socket:
 
 
 def serve_forever(listener: socket.socket, unix_path: str) -> None:
+    """Accept connections for ever. Running out of descriptors (EMFILE) or threads under a flood of connections
+    must not end this loop: the agent would be unreachable for good. It waits a moment and goes on instead."""
+    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def serve(conn: socket.socket) -> None:
+        try:
+            _serve_one(conn, unix_path)
+        finally:
+            slots.release()
+
     while True:
-        conn, _ = listener.accept()
-        threading.Thread(target=_serve_one, args=(conn, unix_path), daemon=True).start()
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            time.sleep(0.1)
+            continue
+        if not slots.acquire(blocking=False):
+            conn.close()
+            continue
+        try:
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+        except RuntimeError:  # "can't start new thread"
+            slots.release()
+            conn.close()
+            time.sleep(0.1)

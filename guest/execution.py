@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
+
 from guest import users
 from guest._portal import portal_pb2 as pb
 from guest._portal import portal_pb2_grpc as pb_grpc
@@ -33,12 +35,23 @@ READ_CHUNK = 64 * 1024
 # After the command exits, keep reading output its background children still write for this long.
 DRAIN_GRACE_S = 0.05
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The longest single wait for output: epoll cannot wait longer than 2**31 ms (a timeout of a month would raise
+# OverflowError), and the loop re-checks its deadline after every wait anyway.
+MAX_WAIT_S = 3600.0
+
+
+def valid_signal(signum: int) -> bool:
+    """A signal number the kernel knows (killpg with another raises OSError EINVAL)."""
+    return 0 < signum < signal.NSIG
+
+
 TIOCSCTTY, TIOCSWINSZ = 0x540E, 0x5414
 
 
 def set_tty_size(fd: int, rows: int, cols: int) -> None:
     """Set a terminal's size; the kernel sends SIGWINCH to its foreground process group."""
-    fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", rows or 24, cols or 80, 0, 0))
+    # The sizes come from the portal's uint32s: beyond 65535 struct.pack would raise, so they are capped.
+    fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", min(rows or 24, 0xFFFF), min(cols or 80, 0xFFFF), 0, 0))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -62,7 +75,8 @@ class Command:
         # The pseudo-terminal's master side, for a tty command (its only output, and where its input goes).
         self.master = master
         self.started = time.monotonic()
-        self.deadline = self.started + timeout_s if timeout_s > 0 else None
+        # A NaN or negative timeout is no limit, as 0 is; an infinite one never comes either.
+        self.deadline = self.started + timeout_s if 0 < timeout_s < float("inf") else None
         self.timed_out = False
 
     def signal_group(self, signum: int) -> None:
@@ -97,7 +111,7 @@ class Command:
                     waits.append(self.deadline - now)
                 if exited_at is not None:
                     waits.append(exited_at + DRAIN_GRACE_S - now)
-                events = sel.select(max(0.0, min(waits)) if waits else None)
+                events = sel.select(min(max(0.0, min(waits)), MAX_WAIT_S) if waits else MAX_WAIT_S)
                 for key, _ in events:
                     if key.data == "exit":
                         sel.unregister(pidfd)
@@ -178,7 +192,7 @@ def process_settings(req: pb.ExecRequest) -> dict[str, Any]:
 class ExecutionService(pb_grpc.ExecutionServicer):
     def __init__(self) -> None:
         # Feeder threads are reused: starting a thread per command cost 4-10 ms under emulation.
-        self.feeders = ThreadPoolExecutor(max_workers=256, thread_name_prefix="feeder")
+        self.feeders = ThreadPoolExecutor(max_workers=512, thread_name_prefix="feeder")  # as agent.SERVER_THREADS
         self.running: dict[str, Command] = {}
         self.lock = threading.Lock()
 
@@ -229,7 +243,9 @@ class ExecutionService(pb_grpc.ExecutionServicer):
         except NotADirectoryError as exc:
             yield pb.ExecOutput(exit=pb.ExecExit(exit_code=126, error=exc.strerror or str(exc)))
             return
-        except (OSError, subprocess.SubprocessError) as exc:
+        except (OSError, subprocess.SubprocessError, ValueError, OverflowError, TypeError) as exc:
+            # ValueError: a NUL byte in argv, env or cwd, '=' in an env name, a "uid" int() cannot read;
+            # OverflowError: a uid or gid beyond 32 bits. A shell would say the command cannot be run.
             yield pb.ExecOutput(exit=_failure(req.argv[0], exc))
             return
         with self.lock:
@@ -270,7 +286,7 @@ class ExecutionService(pb_grpc.ExecutionServicer):
                         stdin.close()
                 elif kind == "close_stdin" and stdin is not None:
                     stdin.close()
-                elif kind == "signal":
+                elif kind == "signal" and valid_signal(msg.signal):  # others are dropped, the stream goes on
                     cmd.signal_group(msg.signal)
         except Exception:
             pass
@@ -282,6 +298,8 @@ class ExecutionService(pb_grpc.ExecutionServicer):
     def Kill(self, request: pb.KillRequest, context: Any) -> pb.KillReply:
         with self.lock:
             cmd = self.running.get(request.exec_id)
+        if request.signal and not valid_signal(request.signal):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no such signal: {request.signal}")
         if cmd is None:
             return pb.KillReply(found=False)
         cmd.signal_group(request.signal or signal.SIGKILL)

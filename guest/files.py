@@ -7,11 +7,13 @@ The archive is read with tarfile's stream mode ("r|") straight off the request s
 member by the code below (Debian bookworm's Python 3.11.2 has no tarfile.data_filter), so nothing is held in
 memory beyond one chunk. The rules, checked for every member before anything is written:
   * names are relative, contain no "..", and lie under the archive's first member (the copied item);
-  * a member is never written through a symbolic link that leads out of the extraction directory (the real
-    path of its parent directory must stay inside it), and an existing link at a member's own path is replaced,
-    never followed;
+  * a member is never written through a symbolic link that leads out of the copied item (the real path of its
+    parent directory must stay inside the item; for the item itself, inside the extraction directory), so a link
+    to the directory the item is copied into cannot be used to replace the item's siblings (/etc/passwd when a
+    directory is copied into /etc); an existing link at a member's own path is replaced, never followed;
   * symbolic links must be relative and point inside the extraction directory; hard links must name an earlier
-    member of the same archive;
+    member of the same archive, reached without going through a link out of the item;
+  * paths holding a NUL byte are INVALID_ARGUMENT (no file can be named so);
   * device nodes and FIFOs are created as they are: the agent is root inside the box and the box is the
     sandbox, so this is what root's `tar -x` would do there;
   * everything created belongs to root (uid 0, gid 0): owners in the archive are ignored. Permission bits
@@ -44,6 +46,7 @@ from guest._portal import portal_pb2 as pb
 from guest._portal import portal_pb2_grpc as pb_grpc
 
 CHUNK = 1 << 20
+PATH_MAX = 4096
 # tarfile's stream buffer: it copies its buffer on every header read, so keep it well below CHUNK.
 STREAM_BUFSIZE = 64 * 1024
 BLOCKSIZE = tarfile.BLOCKSIZE
@@ -96,6 +99,16 @@ def member_parts(name: str, top: str) -> list[str]:
     return parts[1:]
 
 
+def check_path(path: str, what: str) -> None:
+    """A path from a request: no NUL byte (os functions would raise ValueError: "embedded null byte"), and not
+    longer than the kernel's PATH_MAX (the error messages that would repeat it must stay small)."""
+    if "\0" in path:
+        raise FileOpError(grpc.StatusCode.INVALID_ARGUMENT, f"{what} contains a NUL byte: {path[:200]!r}")
+    if len(path) > PATH_MAX:
+        raise FileOpError(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{what} is {len(path)} characters long, more than {PATH_MAX}: {path[:200]!r}...")
+
+
 def top_name(name: str) -> str:
     """The name of the archive's first member, which must be a single plain component."""
     parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -113,8 +126,10 @@ def resolve_destination(dest: str, source_name: str, source_is_dir: bool, overwr
     """
     if not dest:
         raise FileOpError(grpc.StatusCode.INVALID_ARGUMENT, "no destination path given")
+    check_path(dest, "the destination")
     if not dest.startswith("/"):
-        raise FileOpError(grpc.StatusCode.INVALID_ARGUMENT, f"the destination must be an absolute path: {dest!r}")
+        raise FileOpError(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"the destination must be an absolute path: {dest[:200]!r}")
     if os.path.isdir(dest):
         final = posixpath.join(posixpath.normpath(dest), source_name)
     elif dest.endswith("/"):
@@ -222,22 +237,28 @@ class Extractor:
     _dirs: list[tuple[str, int, float]] = field(default_factory=list)
     _real_dirs: dict[str, str] = field(default_factory=dict)
 
+    item_real: str = ""
+
     def __post_init__(self) -> None:
-        # Everything stays inside the directory the item is extracted into, as with tarfile's data filter.
+        # Everything stays inside the directory the item is extracted into, as with tarfile's data filter; and
+        # below the item itself, everything is written inside the item.
         self.root_real = os.path.realpath(posixpath.dirname(self.final))
+        self.item_real = posixpath.join(self.root_real, posixpath.basename(self.final))
 
     def target_of(self, name: str) -> str:
         return posixpath.join(self.final, *member_parts(name, self.top))
 
     def _check_parent(self, target: str) -> None:
-        """The directory `target` goes in must really (symbolic links resolved) lie inside the root."""
+        """The directory `target` goes in must really (symbolic links resolved) lie inside the item (the root, for
+        the item itself)."""
         parent = posixpath.dirname(target)
         real = self._real_dirs.get(parent)
         if real is None:
             real = os.path.realpath(parent)
-            if not inside(real, self.root_real):
+            limit = self.root_real if target == self.final else self.item_real
+            if not inside(real, limit):
                 raise FileOpError(grpc.StatusCode.INVALID_ARGUMENT,
-                                  f"refusing to write {target}: {parent} leads outside {self.root_real}")
+                                  f"refusing to write {target}: {parent} leads outside {limit}")
             self._real_dirs[parent] = real
         if not os.path.isdir(real):
             raise FileOpError(grpc.StatusCode.FAILED_PRECONDITION,
@@ -410,7 +431,9 @@ def download(request: pb.DownloadRequest) -> Iterator[bytes]:
     """Check the request (raising before the first chunk) and return the archive's chunks."""
     path = request.path
     if not path or not path.startswith("/"):
-        raise FileOpError(grpc.StatusCode.INVALID_ARGUMENT, f"the source must be an absolute path: {path!r}")
+        raise FileOpError(grpc.StatusCode.INVALID_ARGUMENT, f"the source must be an absolute path: {path[:200]!r}")
+    check_path(path, "the source")
+    check_path(request.name, "the name")
     norm = posixpath.normpath(path)
     name = request.name or posixpath.basename(norm)
     if not name or "/" in name or name in (".", ".."):
@@ -497,6 +520,8 @@ class FilesService(pb_grpc.FilesServicer):
             error = exc
         except OSError as exc:
             error = _os_error(exc, "copy into the box")
+        except (ValueError, OverflowError) as exc:  # a header field no file can have (a time out of range, ...)
+            error = FileOpError(grpc.StatusCode.INVALID_ARGUMENT, f"bad archive: {exc}")
         except grpc.RpcError:
             context.abort(grpc.StatusCode.CANCELLED, "the client went away during the upload")
         with contextlib.suppress(Exception):
@@ -514,8 +539,10 @@ class FilesService(pb_grpc.FilesServicer):
         except FileOpError as exc:
             context.abort(exc.code, exc.message)
         except OSError as exc:
-            error = _os_error(exc, f"copying {request.path} out of the box")
+            error = _os_error(exc, f"copying {request.path[:200]} out of the box")
             context.abort(error.code, error.message)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot copy {request.path[:200]!r}: {exc}")
 
     def List(self, request: pb.ListRequest, context: Any) -> pb.ListReply:
         try:
@@ -523,8 +550,10 @@ class FilesService(pb_grpc.FilesServicer):
         except FileOpError as exc:
             context.abort(exc.code, exc.message)
         except OSError as exc:
-            error = _os_error(exc, f"listing {request.path}")
+            error = _os_error(exc, f"listing {request.path[:200]}")
             context.abort(error.code, error.message)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot list {request.path[:200]!r}: {exc}")
         raise AssertionError("unreachable")  # context.abort raises
 
 
@@ -539,7 +568,8 @@ def _entry(path: str, name: str) -> pb.FileEntry:
 def list_entries(path: str) -> list[pb.FileEntry]:
     """A directory's entries sorted by name (entries that vanish meanwhile are skipped), or the path itself."""
     if not path.startswith("/"):
-        raise FileOpError(grpc.StatusCode.INVALID_ARGUMENT, f"{path!r} is not an absolute path in the box")
+        raise FileOpError(grpc.StatusCode.INVALID_ARGUMENT, f"{path[:200]!r} is not an absolute path in the box")
+    check_path(path, "the path")
     path = os.path.normpath(path)
     if not os.path.isdir(path):
         return [_entry(path, os.path.basename(path) or "/")]

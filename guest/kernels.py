@@ -46,6 +46,16 @@ DEFAULT_START_TIMEOUT_S = 60.0
 # kernel process's `random` and takes the clone's hostname. A real-time signal: no program uses it by chance.
 RENEW_SIGNAL = signal.SIGRTMIN + 5
 KERNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_START_TIMEOUT_S = 600.0
+MAX_GRACE_S = 60.0
+
+
+def seconds(requested: float, default: float, limit: float) -> float:
+    """A duration from a request: `default` for 0, a negative or NaN value, at most `limit` (a NaN deadline never
+    comes, and threading's waits raise OverflowError beyond ~292 years), so Start and Stop always end."""
+    if not requested > 0:
+        return default
+    return min(requested, limit)
 
 
 class Kernel:
@@ -163,7 +173,8 @@ class KernelService(pb_grpc.KernelServicer):
             started = time.monotonic()
             try:
                 kernel = self._spawn(kernel_id, request.process)
-                self._wait_bound(kernel, request.start_timeout_s or DEFAULT_START_TIMEOUT_S)
+                self._wait_bound(kernel, seconds(request.start_timeout_s, DEFAULT_START_TIMEOUT_S,
+                                                 MAX_START_TIMEOUT_S))
             except StartFailedError as exc:
                 context.abort(exc.code, exc.detail)
             self.kernels[kernel_id] = kernel
@@ -185,6 +196,8 @@ class KernelService(pb_grpc.KernelServicer):
             raise StartFailedError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         except NotADirectoryError as exc:
             raise StartFailedError(grpc.StatusCode.INVALID_ARGUMENT, exc.strerror or str(exc)) from None
+        except ValueError as exc:  # a user "uid" that int() cannot read, a NUL byte in cwd
+            raise StartFailedError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         directory = f"{KERNELS_DIR}/{kernel_id}"
         os.makedirs(KERNELS_DIR, mode=0o711, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -215,6 +228,8 @@ class KernelService(pb_grpc.KernelServicer):
             raise StartFailedError(grpc.StatusCode.NOT_FOUND, f"{argv[0]}: command not found in the image") from None
         except OSError as exc:
             raise StartFailedError(grpc.StatusCode.FAILED_PRECONDITION, f"{argv[0]}: {exc.strerror or exc}") from None
+        except (ValueError, OverflowError) as exc:  # a NUL byte in argv or env, '=' in an env name, ...
+            raise StartFailedError(grpc.StatusCode.INVALID_ARGUMENT, f"{argv[0]}: {exc}") from None
         release_from_agent_oom_guard(proc.pid)
         return Kernel(kernel_id, directory, key, proc, settings["cwd"])
 
@@ -247,7 +262,7 @@ class KernelService(pb_grpc.KernelServicer):
             kernel = self.kernels.pop(request.kernel_id or "default", None)
         if kernel is None:
             return pb.KernelReply(found=False)
-        kernel.stop(request.grace_s)
+        kernel.stop(seconds(request.grace_s, 0.0, MAX_GRACE_S))
         return pb.KernelReply(found=True)
 
     # -- the relay ------------------------------------------------------------------------------------------

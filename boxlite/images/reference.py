@@ -90,8 +90,9 @@ def is_valid_host(host: str) -> bool:
 
 
 def _bad(text: str, why: str) -> ConfigError:
+    shown = repr(text) if len(text) <= 100 else repr(text[:100]) + "..."
     return ConfigError(
-        f"invalid image reference {text!r}: {why}",
+        f"invalid image reference {shown}: {why}",
         fix="use NAME[:TAG] or NAME@sha256:DIGEST, e.g. 'python:3.12-slim' or '127.0.0.1:5000/team/app:1.0'",
     )
 
@@ -156,8 +157,15 @@ def check_image_option(text: str) -> str:
     """
     text = text.strip()
     if text.startswith(LOCAL_PREFIXES):
-        if len(text.split(":", 1)[1]) == 0:
+        path = text.split(":", 1)[1]
+        if len(path) == 0:
             raise _bad(text, "the path is missing")
+        if "\0" in path:
+            raise _bad(text, "the path contains a NUL byte")
+        try:
+            path.encode()
+        except UnicodeEncodeError:
+            raise _bad(text, "the path is not valid text (it holds a lone surrogate)") from None
         return text
     if text.startswith("sha256:"):
         if not _DIGEST.match(text):

@@ -74,7 +74,7 @@ from boxlite.images.oci import (
     parse_json,
     to_model,
 )
-from boxlite.images.reference import Reference, parse_reference
+from boxlite.images.reference import Reference, check_image_option, parse_reference
 from boxlite.images.unpack import unpack_layer_file
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ class ImageStore:
     def import_layout(self, path: Path, progress: Progress | None = None) -> Image:
         """Import an OCI image layout directory, or an image archive file (cached by manifest digest)."""
         progress = progress or _quiet
-        path = Path(path).expanduser()
+        path = _local_path(path)
         if path.is_file():
             return self.load(path, progress)[0]
         layout = OciLayout(path)
@@ -195,7 +195,7 @@ class ImageStore:
         from boxlite.images.archive import load_archive
 
         progress = progress or _quiet
-        path = Path(path).expanduser().resolve()
+        path = _local_path(path).resolve()
         if path.is_dir():
             return [self.import_layout(path, progress)]
         images: list[Image] = []
@@ -326,6 +326,7 @@ class ImageStore:
         return image.model_copy(update=update)
 
     def _get_local_reference(self, reference: str, progress: Progress) -> Image:
+        check_image_option(reference)
         scheme = LAYOUT_SCHEME if reference.startswith(LAYOUT_SCHEME) else ARCHIVE_SCHEME
         location = reference[len(scheme) :]
         path, sep, digest = location.rpartition("@")
@@ -737,6 +738,21 @@ def _json_files(directory: Path) -> list[Path]:
         return sorted(p for p in directory.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
     except FileNotFoundError:
         return []
+
+
+def _local_path(path: Path | str) -> Path:
+    """A host path given for an image, with ~ expanded. One that cannot name a file (a NUL byte, text the file
+    system cannot encode, ~ of an unknown user) is an ImageError here rather than a ValueError deep inside."""
+    text = os.fspath(path)
+    try:
+        if "\0" in text:
+            raise ValueError("it contains a NUL byte")
+        os.fsencode(text)
+        return Path(text).expanduser()
+    except (ValueError, RuntimeError) as exc:
+        shown = repr(text) if len(text) <= 100 else repr(text[:100]) + "..."
+        raise ImageError(f"{shown} cannot be an image path: {exc}",
+                         fix="pass the path of an OCI layout directory or an image archive") from None
 
 
 def _quiet(_line: str) -> None:
