@@ -195,7 +195,7 @@ class Shim:
                 return
             await asyncio.gather(_pipe(reader, g_writer), _pipe(g_reader, writer))
 
-        return await asyncio.start_unix_server(relay, path=str(path), backlog=64)
+        return await asyncio.start_unix_server(relay, path=str(path), backlog=1024)
 
     def _on_sigterm(self) -> None:
         self.stop_requested = True

@@ -153,7 +153,8 @@ def _connect(kernel: Kernel, channel: int, identity: bytes, deadline: float) -> 
 class KernelService(pb_grpc.KernelServicer):
     def __init__(self) -> None:
         self.kernels: dict[str, Kernel] = {}
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards the tables, briefly
+        self.start_locks: dict[str, threading.Lock] = {}
         self.feeders = ThreadPoolExecutor(max_workers=64, thread_name_prefix="kernel-feeder")
         _services.append(self)
 
@@ -163,13 +164,17 @@ class KernelService(pb_grpc.KernelServicer):
         if not KERNEL_ID.match(kernel_id):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad kernel id {kernel_id!r}: use letters, digits, "
                           "'_', '.' and '-' (at most 64)")
+        # One start at a time per kernel id; kernels of other ids start (and stop) meanwhile.
         with self.lock:
+            id_lock = self.start_locks.setdefault(kernel_id, threading.Lock())
+        with id_lock:
             existing = self.kernels.get(kernel_id)
             if existing is not None and not existing.exited.is_set() and not request.restart:
                 return self._info(existing, started=False, start_ms=0.0)
             if existing is not None:
                 existing.stop(grace_s=1.0)
-                del self.kernels[kernel_id]
+                with self.lock:
+                    self.kernels.pop(kernel_id, None)
             started = time.monotonic()
             try:
                 kernel = self._spawn(kernel_id, request.process)
@@ -177,7 +182,8 @@ class KernelService(pb_grpc.KernelServicer):
                                                  MAX_START_TIMEOUT_S))
             except StartFailedError as exc:
                 context.abort(exc.code, exc.detail)
-            self.kernels[kernel_id] = kernel
+            with self.lock:
+                self.kernels[kernel_id] = kernel
             return self._info(kernel, started=True, start_ms=(time.monotonic() - started) * 1000)
 
     @staticmethod
