@@ -380,7 +380,12 @@ class KernelService(pb_grpc.KernelServicer):
                 ended = False
                 for key, _ in sel.select(None if pidfd >= 0 else 0.5):
                     if key.data == "done":
-                        return
+                        # The client finished, or the feeder failed to write because the kernel is dying:
+                        # then the client still learns how it ended.
+                        if not kernel.exited.wait(0.2):
+                            return
+                        ended = True
+                        break
                     if key.data == "exit":
                         ended = True
                         continue
