@@ -257,6 +257,12 @@ class CodeBox(SimpleBox):
     async def _start_kernel(self, restart: bool) -> None:
         if self._kernel is None:
             self._kernel = KernelClient(self.box)
+        if not restart and self.box.info().boot == "restored":
+            # Restored from its template: the kernel came with the snapshot. Attaching to it saves the Start
+            # call (the first call into a clone is slow under emulation: its code paths run for the first time).
+            with contextlib.suppress(ExecutionError):
+                await self._kernel.attach(timeout=KERNEL_START_TIMEOUT_S)
+                return
         await self._kernel.start(self._process(), restart=restart, timeout=KERNEL_START_TIMEOUT_S)
 
     async def restart(self) -> None:

@@ -135,35 +135,53 @@ class KernelClient:
     async def start(self, process: pb.ExecRequest, *, restart: bool = False, timeout: float = 120.0
                     ) -> pb.KernelInfo:
         """Start the kernel (or find it running) and connect to it; returns when it answers kernel_info."""
-        from jupyter_client.session import Session
-
         await self.disconnect()
         request = pb.KernelStartRequest(kernel_id=self.kernel_id, process=process, restart=restart,
                                         start_timeout_s=timeout)
         try:
-            self.info = await self._stub.Start(request, timeout=timeout + 10)
+            info = await self._stub.Start(request, timeout=timeout + 10)
         except grpc.aio.AioRpcError as exc:
             raise _start_error(self.box, exc) from None
-        self.session = Session(key=self.info.key, signature_scheme=self.info.signature_scheme or "hmac-sha256",
-                               username="boxlite", check_pid=False)
+        self._use_info(info)
+        self.info = info  # with how it started (the stream's copy says "already running")
         await self.connect(timeout=timeout)
-        return self.info
+        return info
+
+    def _use_info(self, info: pb.KernelInfo) -> None:
+        from jupyter_client.session import Session
+
+        """Sign with this kernel's key from now on (a new session when the kernel is another one)."""
+        if self.session is None or self.info is None or self.info.key != info.key:
+            self.session = Session(key=info.key, signature_scheme=info.signature_scheme or "hmac-sha256",
+                                   username="boxlite", check_pid=False)
+        if self.info is None or self.info.pid != info.pid:
+            self.info = info
+
+    async def attach(self, timeout: float = 60.0) -> None:
+        """Connect to a kernel that already runs (one restored with its box from a template, say) without
+        Start: the first message of the stream carries its key. ExecutionError when none runs."""
+        await self.disconnect()
+        await self.connect(timeout=timeout)
 
     async def connect(self, timeout: float = 60.0) -> None:
-        if self.session is None:
-            raise InvalidStateError("the kernel has not been started", fix="call start() first")
         self.gone = None
         call = self._stub.Connect()
         try:
             await call.write(pb.KernelClientMessage(connect=pb.KernelConnect(kernel_id=self.kernel_id,
                                                                                identity=self._identity)))
             first = await call.read()
+            if first is not grpc.aio.EOF and first.WhichOneof("kind") == "info":
+                self._use_info(first.info)
+                first = await call.read()
         except grpc.aio.AioRpcError as exc:
             call.cancel()
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise ExecutionError(f"no Python kernel runs in box {self.box.id}: {exc.details()}",
                                      fix="restart it (CodeBox.restart() or `%boxlite restart`)") from None
             raise self.box._explain_portal_failure() from None
+        if self.session is None:
+            call.cancel()
+            raise InvalidStateError("the kernel's stream did not say which kernel it is", fix="call start()")
         if first is grpc.aio.EOF or first.WhichOneof("kind") == "exited":
             call.cancel()
             gone = self._gone_from(first.exited) if first is not grpc.aio.EOF else KernelGone()

@@ -329,6 +329,7 @@ class KernelService(pb_grpc.KernelServicer):
             reader.start()
             self.feeders.submit(feed)
             fed = True
+            yield pb.KernelServerMessage(info=self._info(kernel, started=False, start_ms=0.0))
             yield pb.KernelServerMessage(connected=True)
             more = object()  # "the queue is empty for now" (or the batch is full)
             while True:

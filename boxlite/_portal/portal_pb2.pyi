@@ -210,16 +210,18 @@ class KernelReply(_message.Message):
     def __init__(self, found: bool = ...) -> None: ...
 
 class KernelServerMessage(_message.Message):
-    __slots__ = ["batch", "connected", "exited", "message"]
+    __slots__ = ["batch", "connected", "exited", "info", "message"]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     EXITED_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     batch: KernelBatch
     connected: bool
     exited: KernelExit
+    info: KernelInfo
     message: KernelFrames
-    def __init__(self, connected: bool = ..., message: _Optional[_Union[KernelFrames, _Mapping]] = ..., exited: _Optional[_Union[KernelExit, _Mapping]] = ..., batch: _Optional[_Union[KernelBatch, _Mapping]] = ...) -> None: ...
+    def __init__(self, info: _Optional[_Union[KernelInfo, _Mapping]] = ..., connected: bool = ..., message: _Optional[_Union[KernelFrames, _Mapping]] = ..., exited: _Optional[_Union[KernelExit, _Mapping]] = ..., batch: _Optional[_Union[KernelBatch, _Mapping]] = ...) -> None: ...
 
 class KernelStartRequest(_message.Message):
     __slots__ = ["kernel_id", "process", "restart", "start_timeout_s"]
