@@ -29,6 +29,7 @@ from boxlite._code_results import DEFAULT_MAX_OUTPUT_BYTES, Callback, CodeExecut
 from boxlite._errors import (
     BoxliteError,
     ConfigError,
+    ExecError,
     ExecutionError,
     InvalidStateError,
     NotFoundError,
@@ -400,7 +401,5 @@ class CodeBox(SimpleBox):
                                  env={"PIP_BREAK_SYSTEM_PACKAGES": "1"})
         output = result.stdout + result.stderr
         if result.exit_code != 0:
-            from boxlite._errors import ExecError
-
             raise ExecError("pip install " + " ".join(packages), result.exit_code, output)
         return output
