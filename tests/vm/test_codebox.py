@@ -26,7 +26,7 @@ async def cb(runtime: boxlite.Boxlite) -> AsyncIterator[boxlite.CodeBox]:
 async def test_state_persists_and_result_prints_as_text(cb: boxlite.CodeBox) -> None:
     await cb.run("counter = 40")
     result = await cb.run("counter += 2\nprint('counter is', counter)\ncounter")
-    assert result.logs.stdout == ["counter is 42\n"]
+    assert "".join(result.logs.stdout) == "counter is 42\n"
     assert result.text == "42"
     assert result.error is None
     assert isinstance(result.execution_count, int) and result.execution_count >= 2
@@ -76,7 +76,7 @@ async def test_update_display_and_clear_output(cb: boxlite.CodeBox) -> None:
         "h = display('first', display_id=True)\nh.update('second')\n"
         "print('gone soon')\nclear_output()\nprint('kept')"
     )
-    assert result.logs.stdout == ["kept\n"]
+    assert "".join(result.logs.stdout) == "kept\n"
     assert result.results == []
     updated = await cb.run("h2 = display('a', display_id=True)\nh2.update('b')")
     assert [r.text for r in updated.results] == ["'b'"]
@@ -117,7 +117,7 @@ async def test_timeout_interrupts_and_keeps_state(cb: boxlite.CodeBox) -> None:
     with pytest.raises(boxlite.TimeoutError) as info:
         await cb.run("import time\nprint('started', flush=True)\ntime.sleep(60)", timeout=2)
     partial = info.value.execution  # type: ignore[attr-defined]
-    assert partial.logs.stdout == ["started\n"]
+    assert "".join(partial.logs.stdout) == "started\n"
     assert partial.error is not None and partial.error.name == "KeyboardInterrupt"
     assert (await cb.run("kept")).text == "'still here'"
 
@@ -149,13 +149,13 @@ async def test_huge_output_is_truncated_with_a_marker_and_streamed_whole(runtime
         kept = "".join(result.logs.stdout)
         assert len(kept) < (1 << 20) + 500 and "[boxlite: output truncated" in kept
         assert result.truncated_bytes >= 19 << 20
-        assert (await small.run("print('after')")).logs.stdout == ["after\n"]
+        assert "".join((await small.run("print('after')")).logs.stdout) == "after\n"
 
 
 async def test_files_write_read_list_and_copy(cb: boxlite.CodeBox, tmp_path: Path) -> None:
     path = await cb.files.write("data/hello.txt", "hi from the host\n")
     assert path.endswith("/data/hello.txt") and path.startswith("/")
-    assert (await cb.run("print(open('data/hello.txt').read(), end='')")).logs.stdout == ["hi from the host\n"]
+    assert "".join((await cb.run("print(open('data/hello.txt').read(), end='')")).logs.stdout) == "hi from the host\n"
     await cb.run("open('data/out.bin', 'wb').write(bytes(range(256)))")
     assert await cb.files.read("data/out.bin") == bytes(range(256))
     entries = {e.name: e for e in await cb.files.list("data")}
@@ -174,7 +174,7 @@ async def test_restart_gives_a_fresh_interpreter(cb: boxlite.CodeBox) -> None:
     await cb.restart()
     result = await cb.run("fresh_marker")
     assert result.error is not None and result.error.name == "NameError"
-    assert (await cb.run("print(open('survives.txt').read())")).logs.stdout == ["yes\n"]
+    assert "".join((await cb.run("print(open('survives.txt').read())")).logs.stdout) == "yes\n"
     await cb.run("counter = 42")
 
 
@@ -186,7 +186,7 @@ async def test_a_dying_kernel_is_reported_and_replaced(cb: boxlite.CodeBox, cras
     assert result.error is not None and result.error.name == "KernelDied"
     assert "a new kernel was started" in result.error.value
     after = await cb.run("print('alive')\n'before_crash' in globals()")
-    assert after.logs.stdout == ["alive\n"] and after.text == "False"
+    assert "".join(after.logs.stdout) == "alive\n" and after.text == "False"
 
 
 async def test_out_of_memory_cell_ends_as_an_error(runtime: boxlite.Boxlite) -> None:
