@@ -34,6 +34,7 @@ from IPython.display import publish_display_data
 
 import boxlite
 from boxlite import BoxliteError, CodeBox, CodeError, EngineError, PortalError, Result
+from boxlite._state import process_alive
 
 __all__ = ["BoxCellError", "BoxliteMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -328,14 +329,10 @@ class BoxliteMagics(Magics):
 
     def _after_failure(self, box: _Box, exc: BoxliteError) -> BoxliteError:
         """The VM or the link to it failed: when the box is gone, forget it (the next cell starts a new one)."""
-        async def running() -> bool:
-            try:
-                return box.codebox.box.info().status == "running"
-            except BoxliteError:
-                return False
-
-        if self._loop_thread().call(running()):
-            return _brief(exc)
+        (info,) = self._loop_thread().call(_infos([box.codebox]))
+        if _vm_running(info):
+            return _brief(exc, f"if this persists, `%boxlite stop {box.name}` ends the box (the next cell starts "
+                               "a new one)")
         self.boxes.pop(box.name, None)
         with contextlib.suppress(BoxliteError):
             self._loop_thread().call(box.codebox.stop())
@@ -374,7 +371,7 @@ class BoxliteMagics(Magics):
         infos = self._loop_thread().call(_infos([b.codebox for b in self.boxes.values()]))
         rows = [("NAME", "BOX ID", "STATE", "IMAGE", "CPUS", "MEMORY", "CELLS")]
         for box, info in zip(self.boxes.values(), infos, strict=True):
-            rows.append((box.name, info.id if info else "-", info.status if info else "gone",
+            rows.append((box.name, info.id if info else "-", _state(info),
                          info.image if info else box.codebox.options.image or "",
                          str(info.cpus) if info else "-", f"{info.memory_mib} MiB" if info else "-",
                          str(box.cells)))
@@ -388,7 +385,7 @@ class BoxliteMagics(Magics):
             print(f"box {box.name!r}: gone (its VM ended); `%boxlite stop {box.name}` forgets it")
             return
         fields = {
-            "name": box.name, "box id": info.id, "state": info.status, "image": info.image,
+            "name": box.name, "box id": info.id, "state": _state(info), "image": info.image,
             "cpus": info.cpus, "memory": f"{info.memory_mib} MiB", "boot": info.boot or "-",
             "started at": info.started_at.isoformat(timespec="seconds") if info.started_at else "-",
             "cells run": box.cells, "kernel restarts": box.codebox.kernel_restarts,
@@ -438,6 +435,17 @@ async def _infos(codeboxes: list[CodeBox]) -> list[Any]:
         except BoxliteError:
             infos.append(None)
     return infos
+
+
+def _vm_running(info: Any) -> bool:
+    """Whether the box runs: its record says so and its VM process lives (the record lags a VM that died)."""
+    return info is not None and info.status == "running" and process_alive(info.pid, None)
+
+
+def _state(info: Any) -> str:
+    if info is None:
+        return "gone"
+    return "ended" if info.status == "running" and not _vm_running(info) else str(info.status)
 
 
 # -- the extension -----------------------------------------------------------------------------------------------

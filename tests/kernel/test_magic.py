@@ -242,11 +242,23 @@ def test_another_name_is_another_box(kernel: Kernel) -> None:
     assert kernel.run("%%boxlite\nx").value == "41"  # the default box was not touched
 
 
-def test_stop_removes_the_boxes(kernel: Kernel, magic_home: Path) -> None:
-    assert kernel.run("%boxlite stop other").stream("stdout") == "stopped box 'other'\n"
+def test_a_box_whose_vm_died_fails_the_cell_and_is_forgotten(kernel: Kernel, magic_home: Path, helpers: Any) -> None:
+    (other,) = [info for info in _boxes(magic_home) if info.id in kernel.run("%boxlite info other").stream("stdout")]
+    os.kill(other.pid, signal.SIGKILL)
+    assert helpers.wait_until(lambda: not helpers.pid_alive(other.pid), timeout=10)
+    cell = kernel.run("%%boxlite --name other\n1")
+    assert cell.status == "error" and cell.ename in ("PortalError", "EngineError")
+    name_message, note = cell.traceback.splitlines()
+    assert name_message.startswith(f"{cell.ename}: ") and "(fix: " in name_message
+    assert note.startswith("box 'other' has ended and its variables are lost")
     assert [line.split()[0] for line in kernel.run("%boxlite list").stream("stdout").splitlines()[1:]] == ["default"]
-    assert kernel.run("%boxlite stop --all").stream("stdout") == "stopped box 'default'\n"
+    assert helpers.wait_until(lambda: other.id not in [info.id for info in _boxes(magic_home)], timeout=30)
+
+
+def test_stop_removes_the_boxes(kernel: Kernel, magic_home: Path) -> None:
+    assert kernel.run("%boxlite stop").stream("stdout") == "stopped box 'default'\n"
     assert kernel.run("%boxlite list").stream("stdout") == "no boxes: a %%boxlite cell starts one\n"
+    assert kernel.run("%boxlite stop --all").stream("stdout") == "no boxes to stop\n"
     assert _boxes(magic_home) == []
 
 
