@@ -259,15 +259,25 @@ def test_killed_vm_ends_the_cell_with_a_boxlite_error_and_restart_recovers(kerne
     assert boxlite.SyncBoxlite.default().get(default_box_name(km.connection_file)) is None  # removed at shutdown
 
 
-def test_a_cell_over_the_timeout_fails_with_timeout_error(kernelspec: str) -> None:
-    km, kc = start(kernelspec, BOXLITE_KERNEL_TIMEOUT="2")
+def test_timeout_metrics_at_start_and_stop_settings(kernelspec: str) -> None:
+    km, kc = start(kernelspec, BOXLITE_KERNEL_TIMEOUT="2", BOXLITE_KERNEL_METRICS="yes")
     try:
         reply, outputs = run(kc, "k = 3\nimport time\ntime.sleep(30)")
+        # BOXLITE_KERNEL_METRICS: the panel comes with the first cell's output.
+        assert any("application/vnd.jupyter.widget-view+json" in c["data"] for c in of_type(outputs, "display_data"))
+        # BOXLITE_KERNEL_TIMEOUT: interrupted, reported as TimeoutError, state kept.
         content = reply["content"]
         assert content["status"] == "error" and content["ename"] == "TimeoutError"
         assert "boxlite.errors.TimeoutError" in "\n".join(content["traceback"])
         assert of_type(outputs, "error")[0]["ename"] == "TimeoutError"
-        assert stdout(run(kc, "print(k)")[1]) == "3\n"  # interrupted, state kept
+        assert stdout(run(kc, "print(k)")[1]) == "3\n"
+        # %boxlite stop removes the box; the next cell gets a new one.
+        box_id = box_of(km).id
+        reply, outputs = run(kc, "%boxlite stop")
+        assert reply["content"]["status"] == "ok" and "stopped" in stdout(outputs)
+        assert boxlite.SyncBoxlite.default().get(box_id) is None
+        reply, outputs = run(kc, "print('k' in dir())")
+        assert stdout(outputs) == "False\n" and box_of(km).id != box_id
     finally:
         stop(km, kc)
 
