@@ -50,7 +50,7 @@ KERNEL_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 
-# How the kernel is started: ipykernel, with four changes made by this launcher (python3 -c):
+# How the kernel is started: ipykernel, with five changes made by this launcher (python3 -c):
 # - in a VM restored from a template (the kernel was started before the snapshot), the agent signals the kernel
 #   (SIGRTMIN+5), which then reseeds its `random` (and numpy's) and takes the clone's hostname.
 # - without its debugger unless asked (`--no-debugger`): importing debugpy costs ~2 s of the kernel's start under
@@ -59,6 +59,10 @@ KERNEL_ENV = {
 #   otherwise build one message of tens of MB (and stall on it everywhere); the writer now waits for its flush.
 # - history lives in memory (In/Out, %history and history requests work within the kernel's life): the default
 #   SQLite file on the box's disk cost ~35 ms per cell under emulation, more than the rest of a `1+1` cell.
+# - with an ipykernel older than 6.18 (bookworm's 6.17, in the CodeBox image), which predates the `comm` package,
+#   comm.create_comm and comm.get_comm_manager are pointed at ipykernel's comms, as ipykernel 6.18+ does itself:
+#   otherwise a library using `comm` gets a DummyComm that never reaches the front end. (ipywidgets 8.1 has its
+#   own fallback to ipykernel.comm for these versions; this covers the rest.)
 KERNEL_LAUNCHER = """\
 import os, random, signal, socket, sys
 def _renew(signum, frame):  # this VM was restored from a snapshot: a new machine (guest/kernels.py)
@@ -79,6 +83,20 @@ def _write_flushing(self, string):
         self.flush()
     return written
 iostream.OutStream.write = _write_flushing
+from ipykernel import version_info
+if version_info < (6, 18):
+    try:
+        import comm
+    except ImportError:
+        comm = None
+    if comm is not None:
+        def _create_comm(*args, **kwargs):
+            from ipykernel.comm import Comm
+            return Comm(*args, **kwargs)
+        def _get_comm_manager():
+            from IPython import get_ipython
+            return get_ipython().kernel.comm_manager
+        comm.create_comm, comm.get_comm_manager = _create_comm, _get_comm_manager
 kernelapp.launch_new_instance()
 """
 

@@ -13,10 +13,15 @@ Reproducible: the same package versions give the same image digest.
     (an empty resolv.conf, hostname "boxlite"), so hosts with different network settings agree.
   * the layout around the tarball is deterministic: the config's `created` is the same constant, JSON blobs
     are written with sorted keys, and nothing else (paths, host names, build times) goes into them.
+  * a recipe's wheels (pure-Python, for what bookworm packages too old: ipywidgets) are pinned by version and
+    sha256. The host's pip downloads them (with its settings: index, proxy, certificates) into
+    HOME/images/wheels, where they stay; the image's own pip installs them offline in a customize hook, with
+    SOURCE_DATE_EPOCH set, so their .pyc files are hash-checked ones with no build time in them.
 The package versions come from this host's apt sources (whatever mirror or snapshot they name); the sources
 file is copied into the image by mmdebstrap, so hosts configured with the same sources and seeing the same
 package versions build the same digest. A new package version (a point release, a security update) gives a
-new digest, but a built image keeps its name until it is removed: `get` never rebuilds a cached image.
+new digest, but a built image keeps its name until it is removed: `get` rebuilds a cached image only when its
+recipe (packages, wheels, hooks, run config: BuiltinImage.recipe) has changed since its layout was saved.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -72,7 +79,35 @@ _HOST_DEB822 = Path("/etc/apt/sources.list.d/debian.sources")
 _HOST_SOURCES_LIST = Path("/etc/apt/sources.list")
 _ONE_LINE_DEB = re.compile(r"^deb(\s+\[[^\]]*\])?\s+\S+\s+" + SUITE + r"(-updates|-security|/updates)?\s")
 
+# Where the wheels are staged: a directory of the build's scratch directory, which is mmdebstrap's working
+# directory (so the hook names it by a relative path, the same on every host), copied to /tmp in the chroot.
+_WHEELS_STAGE = "boxlite-wheels"
+_WHEELS_IN_CHROOT = f"/tmp/{_WHEELS_STAGE}"
+_WHEEL_HOOKS = (
+    f"copy-in {_WHEELS_STAGE} /tmp",
+    # Offline, with nothing from the host's environment or pip settings; /usr/local/lib/python3.11/dist-packages.
+    'umask 022 && chroot "$1" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 '
+    f"SOURCE_DATE_EPOCH={SOURCE_DATE_EPOCH} python3 -m pip install --isolated --no-index --no-deps "
+    "--no-cache-dir --disable-pip-version-check --no-input --root-user-action=ignore --break-system-packages "
+    f"--find-links {_WHEELS_IN_CHROOT} -r {_WHEELS_IN_CHROOT}/requirements.txt",
+    f'rm -rf "$1{_WHEELS_IN_CHROOT}"',
+)
+
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Wheel:
+    """A pure-Python wheel installed into a built-in image on top of its Debian packages."""
+
+    filename: str  # as on PyPI, e.g. "ipywidgets-8.1.9-py3-none-any.whl"
+    sha256: str
+
+    @property
+    def requirement(self) -> str:
+        """Its line in a pip requirements file: pinned by version and by hash."""
+        name, version = self.filename.split("-")[:2]
+        return f"{name}=={version} --hash=sha256:{self.sha256}"
 
 
 @dataclass(frozen=True)
@@ -88,6 +123,7 @@ class BuiltinImage:
     cmd: tuple[str, ...] = tuple(DEFAULT_CMD)
     build_time: str = "about a minute"  # shown while building
     suite: str = SUITE
+    wheels: tuple[Wheel, ...] = ()  # installed with pip after the packages (see the module docstring)
 
     @property
     def tag(self) -> str:
@@ -97,7 +133,14 @@ class BuiltinImage:
         return {"Env": list(self.env), "WorkingDir": self.working_dir, "Cmd": list(self.cmd)}
 
     def created_by(self) -> str:
-        return f"mmdebstrap --variant=minbase --include={','.join(self.packages)} {self.suite}"
+        made = f"mmdebstrap --variant=minbase --include={','.join(self.packages)} {self.suite}"
+        if self.wheels:
+            made += "; pip install " + " ".join(wheel.requirement.split(" ")[0] for wheel in self.wheels)
+        return made
+
+    def hooks(self) -> tuple[str, ...]:
+        """mmdebstrap's customize hooks, in order."""
+        return _CUSTOMIZE_HOOKS + (_WHEEL_HOOKS if self.wheels else ())
 
     def recipe(self) -> str:
         """A digest of everything that decides the image's content other than the package versions."""
@@ -106,9 +149,11 @@ class BuiltinImage:
             "suite": self.suite,
             "packages": list(self.packages),
             "config": self.run_config(),
-            "hooks": list(_CUSTOMIZE_HOOKS),
+            "hooks": list(self.hooks()),
             "source_date_epoch": SOURCE_DATE_EPOCH,
         }
+        if self.wheels:  # (only then: an image without wheels keeps the recipe, and so the layout, it had)
+            recipe["wheels"] = [[wheel.filename, wheel.sha256] for wheel in self.wheels]
         data = json.dumps(recipe, sort_keys=True, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -123,7 +168,7 @@ DEFAULT = BuiltinImage(
 CODEBOX = BuiltinImage(
     name=CODEBOX_IMAGE,
     key="codebox",
-    description="Python 3.11 with ipykernel, numpy, pandas, matplotlib (Agg backend) and pip",
+    description="Python 3.11 with ipykernel, ipywidgets, numpy, pandas, matplotlib (Agg backend) and pip",
     packages=(
         "python3",
         "python3-ipykernel",
@@ -138,10 +183,25 @@ CODEBOX = BuiltinImage(
         "ca-certificates",
         # Not python3-ipywidgets: bookworm has 6.0.0 (2017), whose widget models ("jupyter-js-widgets" ~2.1)
         # current front ends (ipywidgets 7/8 managers) do not render, and it pulls in the classic notebook
-        # server (+47 packages, ~83 MiB). Kernel comms themselves come with ipykernel (ipykernel.comm).
+        # server (+47 packages, ~83 MiB). ipywidgets 8.1 comes as wheels (below) instead.
     ),
     env=(BASE_PATH, "LANG=C.UTF-8", "MPLBACKEND=Agg"),
     build_time="a minute or two",
+    wheels=(
+        # ipywidgets 8.1: widget protocol 2.1, models "2.0.0", what JupyterLab 4 (jupyterlab_widgets 3.0) and
+        # Notebook 7 render. It needs comm, IPython and traitlets (bookworm's 8.5 and 5.5 will do). With
+        # bookworm's ipykernel 6.17 (older than 6.18, the first built on `comm`) ipywidgets opens its comms
+        # through ipykernel.comm itself (ipywidgets/comm.py); the kernel launcher (boxlite/_codebox.py) points
+        # comm.create_comm there too, for libraries that use `comm` directly.
+        Wheel("ipywidgets-8.1.9-py3-none-any.whl", "f2b8cbcaae10252b809fbe4d7470db75c09b769a32cbf816d20e5ca6d3c5a79d"),
+        Wheel("comm-0.2.3-py3-none-any.whl", "c615d91d75f7f04f095b30d1c1711babd43bdc6419c1be9886a85f2f4e489417"),
+        # Front-end assets only (unused in a box, ~10 MiB), but ipywidgets requires them: with them pip sees a
+        # consistent install, and `pip install` of a widget library works offline and fetches nothing more.
+        Wheel("widgetsnbextension-4.0.16-py3-none-any.whl",
+              "a31a8774885b96fe825462f5d6496166f0c7cae111195b6465c801d230eb5a4e"),
+        Wheel("jupyterlab_widgets-3.0.17-py3-none-any.whl",
+              "40ac1e9955acf116c4d995d9bfa082d86ad9ec6d91c4f134827cf5e0a5eb75e0"),
+    ),
 )
 
 BUILTIN_IMAGES: Mapping[str, BuiltinImage] = {image.name: image for image in (DEFAULT, CODEBOX)}
@@ -181,8 +241,12 @@ def layout_is_current(spec: BuiltinImage, layout_dir: Path) -> bool:
         return False
 
 
-def build_layout(spec: BuiltinImage, dest: Path, tmp_dir: Path, progress: Progress) -> None:
-    """Build spec's OCI layout into dest (replacing whatever is there)."""
+def build_layout(spec: BuiltinImage, dest: Path, tmp_dir: Path, progress: Progress,
+                 wheels_dir: Path | None = None) -> None:
+    """Build spec's OCI layout into dest (replacing whatever is there).
+
+    spec's wheels are downloaded into wheels_dir (default: tmp_dir's sibling "wheels") unless already there.
+    """
     mmdebstrap = shutil.which("mmdebstrap")
     if mmdebstrap is None:
         raise ImageError(
@@ -190,14 +254,17 @@ def build_layout(spec: BuiltinImage, dest: Path, tmp_dir: Path, progress: Progre
             fix="apt-get install mmdebstrap (or pass rootfs_path with an OCI layout directory)",
         )
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    work = scratch_name(tmp_dir, f"{spec.key}-layout")
+    work = scratch_name(tmp_dir, f"{spec.key}-layout").absolute()
     work.mkdir()
     try:
         tar_path = work / "rootfs.tar"
         what = "default image" if spec.name == DEFAULT_IMAGE else "built-in image"
         progress(f"building {what} {spec.name} from Debian packages ({spec.build_time}, once)")
+        if spec.wheels:
+            wheels = fetch_wheels(spec.wheels, wheels_dir or tmp_dir.parent / "wheels", work, progress)
+            stage_wheels(spec.wheels, wheels, work / _WHEELS_STAGE)
         started = time.monotonic()
-        _run_mmdebstrap(mmdebstrap, spec, tar_path, progress)
+        _run_mmdebstrap(mmdebstrap, spec, tar_path, progress, cwd=work)
         progress(f"mmdebstrap finished in {time.monotonic() - started:.0f} s; wrapping the root filesystem "
                  "as an OCI layout")
         layout = work / "layout"
@@ -216,12 +283,86 @@ def build_layout(spec: BuiltinImage, dest: Path, tmp_dir: Path, progress: Progre
         remove_path(work)
 
 
+# -- wheels ---------------------------------------------------------------------------------------------
+
+
+def fetch_wheels(wheels: tuple[Wheel, ...], cache: Path, tmp_dir: Path, progress: Progress) -> dict[Wheel, Path]:
+    """Each wheel's file in cache, checked against its sha256; pip downloads the ones missing.
+
+    pip runs with this host's settings (index, proxy, certificates), as `pip download` would.
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    missing = [wheel for wheel in wheels if _sha256(cache / wheel.filename) != wheel.sha256]
+    if missing:
+        progress(f"downloading {', '.join(wheel.filename for wheel in missing)} with pip")
+        work = Path(tempfile.mkdtemp(prefix="wheels-", dir=tmp_dir))
+        try:
+            requirements = work / "requirements.txt"
+            requirements.write_text("".join(wheel.requirement + "\n" for wheel in missing))
+            cmd = [*_pip_command(), "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+                   "--no-input", "--require-hashes", "-r", str(requirements), "-d", str(work / "files")]
+            try:
+                done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                      errors="replace", timeout=900)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                raise ImageError(f"could not run pip to download wheels: {e}",
+                                 fix="check that this host can reach PyPI (pip download works)") from e
+            if done.returncode != 0:
+                tail = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()][-4:]
+                raise ImageError(
+                    f"pip download failed with exit code {done.returncode}: " + " | ".join(tail),
+                    fix="check that this host can reach PyPI, or the index its pip is set up with "
+                    "(pip download works)",
+                )
+            # pip checked the hashes; the files are matched by content, whatever the index named them.
+            by_hash = {_sha256(path): path for path in (work / "files").iterdir()}
+            for wheel in missing:
+                if wheel.sha256 not in by_hash:
+                    raise ImageError(f"pip did not download {wheel.filename} (sha256 {wheel.sha256})",
+                                     fix="check the index this host's pip is set up with")
+                os.replace(by_hash[wheel.sha256], cache / wheel.filename)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return {wheel: cache / wheel.filename for wheel in wheels}
+
+
+def stage_wheels(wheels: tuple[Wheel, ...], files: Mapping[Wheel, Path], stage: Path) -> None:
+    """Put the wheels and their requirements file (every one pinned by hash) where the pip hook finds them."""
+    stage.mkdir()
+    for wheel in wheels:
+        shutil.copyfile(files[wheel], stage / wheel.filename)
+        if _sha256(stage / wheel.filename) != wheel.sha256:  # changed in the cache since it was checked
+            raise ImageError(f"{files[wheel]} does not have the sha256 {wheel.sha256}",
+                             fix=f"delete {files[wheel]} and build again")
+    (stage / "requirements.txt").write_text("".join(wheel.requirement + "\n" for wheel in wheels))
+
+
+def _pip_command() -> list[str]:
+    import importlib.util
+
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    for name in ("pip3", "pip"):
+        found = shutil.which(name)
+        if found:
+            return [found]
+    raise ImageError("cannot download the built-in image's wheels: pip is not installed",
+                     fix="install pip (apt-get install python3-pip, or python3 -m ensurepip)")
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return _file_digest(path)[0].split(":", 1)[1]
+    except OSError:
+        return None
+
+
 def mmdebstrap_command(mmdebstrap: str, spec: BuiltinImage, tar_path: Path, mirrors: list[str]) -> list[str]:
     return [
         mmdebstrap,
         "--variant=minbase",
         f"--include={','.join(spec.packages)}",
-        *(f"--customize-hook={hook}" for hook in _CUSTOMIZE_HOOKS),
+        *(f"--customize-hook={hook}" for hook in spec.hooks()),
         spec.suite,
         str(tar_path),
         *mirrors,
@@ -234,7 +375,8 @@ def mmdebstrap_environment() -> dict[str, str]:
     return env
 
 
-def _run_mmdebstrap(mmdebstrap: str, spec: BuiltinImage, tar_path: Path, progress: Progress) -> None:
+def _run_mmdebstrap(mmdebstrap: str, spec: BuiltinImage, tar_path: Path, progress: Progress,
+                    cwd: Path | None = None) -> None:
     mirrors, stdin_text = mirror_arguments()
     cmd = mmdebstrap_command(mmdebstrap, spec, tar_path, mirrors)
     tail: collections.deque[str] = collections.deque(maxlen=15)
@@ -247,6 +389,7 @@ def _run_mmdebstrap(mmdebstrap: str, spec: BuiltinImage, tar_path: Path, progres
             text=True,
             errors="replace",
             env=mmdebstrap_environment(),
+            cwd=cwd,  # where special hooks' outside paths start (the staged wheels)
         )
     except OSError as e:
         raise ImageError(f"could not run mmdebstrap: {e}", fix="apt-get install mmdebstrap") from e
@@ -262,8 +405,8 @@ def _run_mmdebstrap(mmdebstrap: str, spec: BuiltinImage, tar_path: Path, progres
             tail.append(line)
             if line.startswith("I: removing tempdir"):
                 progress("mmdebstrap: removing its temporary chroot")
-            elif line.startswith("I: running --customize-hook"):
-                progress("mmdebstrap: running a customize hook (fixed /etc/resolv.conf, /etc/hostname)")
+            elif line.startswith(("I: running --customize-hook", "I: running special hook")):
+                progress(f"mmdebstrap: running a customize hook ({_hook_purpose(line)})")
             elif line.startswith(("I: ", "W: ", "E: ")) and "tempdir" not in line:
                 progress(f"mmdebstrap: {line[3:]}")
         returncode = proc.wait()
@@ -277,6 +420,14 @@ def _run_mmdebstrap(mmdebstrap: str, spec: BuiltinImage, tar_path: Path, progres
             fix="check that this host can reach its Debian package mirror (apt-get update works), "
             "or pass rootfs_path with an OCI layout directory",
         )
+
+
+def _hook_purpose(line: str) -> str:
+    if "pip install" in line:
+        return "pip installs the wheels, offline"
+    if _WHEELS_STAGE in line:
+        return "copying the wheels in" if "copy-in" in line else "removing the copied wheels"
+    return "fixed /etc/resolv.conf, /etc/hostname"
 
 
 # -- the OCI layout around the tarball -----------------------------------------------------------------

@@ -357,14 +357,14 @@ class ImageStore:
                 return cached
             reused = layout_is_current(spec, layout_dir)
             if not reused:
-                build_layout(spec, layout_dir, self.tmp_dir, progress)
+                build_layout(spec, layout_dir, self.tmp_dir, progress, self.root / "wheels")
             try:
                 return self._import_builtin(spec, layout_dir, progress)
             except ImageError:
                 if not reused:
                     raise
                 progress(f"the saved layout of {spec.name} is unusable; building it again")
-                build_layout(spec, layout_dir, self.tmp_dir, progress)
+                build_layout(spec, layout_dir, self.tmp_dir, progress, self.root / "wheels")
                 return self._import_builtin(spec, layout_dir, progress)
 
     def _import_builtin(self, spec: BuiltinImage, layout_dir: Path, progress: Progress) -> Image:

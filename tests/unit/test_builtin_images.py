@@ -3,6 +3,7 @@ path with a stand-in mmdebstrap (the real one is exercised by tests/vm/test_buil
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -22,6 +23,7 @@ from boxlite import cli_images
 from boxlite._errors import ImageError
 from boxlite.images import BUILTIN_IMAGES, CODEBOX_IMAGE, DEFAULT_IMAGE, ImageStore
 from boxlite.images.builtin import SOURCE_DATE_EPOCH, write_single_layer_layout
+from boxlite.images.oci import OciLayout
 
 DEBUGFS = shutil.which("debugfs") or "/usr/sbin/debugfs"
 needs_e2fsprogs = pytest.mark.skipif(
@@ -66,6 +68,24 @@ def test_codebox_recipe() -> None:
     assert spec.recipe() != BUILTIN_IMAGES[DEFAULT_IMAGE].recipe()
 
 
+def test_codebox_adds_ipywidgets_8_1_as_pinned_wheels() -> None:
+    spec = BUILTIN_IMAGES[CODEBOX_IMAGE]
+    assert "python3-ipywidgets" not in spec.packages  # bookworm's 6.0.0 is what modern front ends cannot render
+    names = {wheel.filename.split("-")[0]: wheel.filename.split("-")[1] for wheel in spec.wheels}
+    assert names["ipywidgets"].startswith("8.1.") and "comm" in names
+    assert all(len(wheel.sha256) == 64 and wheel.filename.endswith("-py3-none-any.whl") for wheel in spec.wheels)
+    first = spec.wheels[0]
+    assert first.requirement == f"ipywidgets=={names['ipywidgets']} --hash=sha256:{first.sha256}"
+    assert "pip install ipywidgets==" in spec.created_by()
+    # The wheels are part of the recipe: a saved CodeBox layout made without them (or with others) is rebuilt.
+    assert spec.recipe() != dataclasses.replace(spec, wheels=()).recipe()
+    assert spec.recipe() != dataclasses.replace(spec, wheels=spec.wheels[:1]).recipe()
+    # The default image has none, and its recipe (so its saved layout) is the one it had before wheels existed.
+    assert BUILTIN_IMAGES[DEFAULT_IMAGE].wheels == ()
+    assert BUILTIN_IMAGES[DEFAULT_IMAGE].recipe() == \
+        "sha256:cf90b4a3726f54c4654437b2f37b71e3dbc67be169e74f8b022e155b1b4a1105"
+
+
 def test_mmdebstrap_is_run_reproducibly() -> None:
     spec = BUILTIN_IMAGES[CODEBOX_IMAGE]
     cmd = builtin.mmdebstrap_command("mmdebstrap", spec, Path("/x/rootfs.tar"), ["SRC"])
@@ -73,6 +93,16 @@ def test_mmdebstrap_is_run_reproducibly() -> None:
     assert cmd[-3:] == ["bookworm", "/x/rootfs.tar", "SRC"]
     hooks = [arg for arg in cmd if arg.startswith("--customize-hook=")]
     assert any("/etc/resolv.conf" in h for h in hooks) and any("/etc/hostname" in h for h in hooks)
+    # the wheels: copied in from the build's directory (a relative path, the same on every host), installed by
+    # the image's pip offline, with hash-checked .pyc files (SOURCE_DATE_EPOCH), then removed
+    assert hooks[-3:] == [f"--customize-hook={hook}" for hook in builtin._WHEEL_HOOKS]
+    copy_in, pip, remove = builtin._WHEEL_HOOKS
+    assert copy_in == "copy-in boxlite-wheels /tmp"
+    assert "--no-index" in pip and "--isolated" in pip and "env -i" in pip
+    assert f"SOURCE_DATE_EPOCH={SOURCE_DATE_EPOCH}" in pip
+    assert remove == 'rm -rf "$1/tmp/boxlite-wheels"'
+    assert not any("pip" in h for h in builtin.mmdebstrap_command("mmdebstrap", BUILTIN_IMAGES[DEFAULT_IMAGE],
+                                                                   Path("/x/rootfs.tar"), []))
     env = builtin.mmdebstrap_environment()
     assert env["SOURCE_DATE_EPOCH"] == "1686355200" == str(SOURCE_DATE_EPOCH)
     assert builtin.fixed_created() == "2023-06-10T00:00:00Z"
@@ -142,8 +172,13 @@ time.sleep(float(os.environ.get("FAKE_MMDEBSTRAP_SLEEP", "0")))
 include = [a for a in sys.argv[1:] if a.startswith("--include=")][0].split("=", 1)[1]
 target = [a for a in sys.argv[1:] if a.endswith(".tar")][0]
 epoch = int(os.environ["SOURCE_DATE_EPOCH"])
+files = [("./etc/packages", include.encode()), ("./usr/bin/python3", b"#!/bin/sh\\n")]
+if any(a == "--customize-hook=copy-in boxlite-wheels /tmp" for a in sys.argv):  # what pip would install
+    stage = "boxlite-wheels"  # relative to the working directory, as mmdebstrap takes it
+    files.append(("./etc/wheels", "\\n".join(sorted(os.listdir(stage))).encode()))
+    files.append(("./etc/requirements", open(os.path.join(stage, "requirements.txt"), "rb").read()))
 with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tf:
-    for name, data in [("./etc/packages", include.encode()), ("./usr/bin/python3", b"#!/bin/sh\\n")]:
+    for name, data in files:
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = len(data), 0o755, epoch
         tf.addfile(info, io.BytesIO(data))
@@ -151,7 +186,28 @@ print("I: success in 0.1 seconds", file=sys.stderr)
 """
 
 
+# A stand-in `pip download`: "downloads" every file of the index directory into -d, as long as the
+# requirements file pins hashes; exits 1 when the fail flag exists.
+FAKE_PIP = """
+import json, os, shutil, sys
+args = sys.argv[1:]
+with open({log!r}, "a") as log:
+    log.write(json.dumps(args) + "\\n")
+if os.path.exists({fail!r}):
+    print("ERROR: Could not find a version that satisfies the requirement ipywidgets==8.1.9", file=sys.stderr)
+    sys.exit(1)
+assert args[0] == "download" and "--require-hashes" in args and "--no-deps" in args
+assert all("--hash=sha256:" in line for line in open(args[args.index("-r") + 1]))
+dest = args[args.index("-d") + 1]
+os.makedirs(dest, exist_ok=True)
+for name in os.listdir({index!r}):
+    shutil.copyfile(os.path.join({index!r}, name), os.path.join(dest, name))
+"""
+
+
 class FakeMmdebstrap:
+    """mmdebstrap and pip stand-ins; the CodeBox image's wheels are replaced by stand-ins the fake index serves."""
+
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         bin_dir = tmp_path / "fakebin"
         bin_dir.mkdir()
@@ -162,10 +218,31 @@ class FakeMmdebstrap:
         script.chmod(0o755)
         monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
 
+        self.index = tmp_path / "fake-index"
+        self.index.mkdir()
+        self.pip_log = tmp_path / "pip.log"
+        self.pip_fail_flag = tmp_path / "pip.fail"
+        pip = bin_dir / "fake_pip.py"
+        pip.write_text(FAKE_PIP.format(log=str(self.pip_log), fail=str(self.pip_fail_flag), index=str(self.index)))
+        monkeypatch.setattr(builtin, "_pip_command", lambda: [sys.executable, str(pip)])
+        real = BUILTIN_IMAGES[CODEBOX_IMAGE]
+        wheels = []
+        for wheel in real.wheels:
+            content = f"stand-in for {wheel.filename}".encode()
+            (self.index / wheel.filename).write_bytes(content)
+            wheels.append(builtin.Wheel(wheel.filename, hashlib.sha256(content).hexdigest()))
+        self.wheels = tuple(wheels)
+        monkeypatch.setitem(BUILTIN_IMAGES, CODEBOX_IMAGE, dataclasses.replace(real, wheels=self.wheels))
+
     def runs(self) -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def pip_runs(self) -> list[list[str]]:
+        if not self.pip_log.exists():
+            return []
+        return [json.loads(line) for line in self.pip_log.read_text().splitlines()]
 
 
 @pytest.fixture
@@ -243,6 +320,76 @@ def test_saved_layout_is_reused_until_the_recipe_changes(
     store.remove(CODEBOX_IMAGE)
     monkeypatch.setattr(builtin, "RECIPE_VERSION", builtin.RECIPE_VERSION + 1)
     assert store.get(CODEBOX_IMAGE).digest == image.digest and len(fake.runs()) == 2  # rebuilt: same content
+
+
+@needs_e2fsprogs
+def test_wheels_are_downloaded_once_checked_and_staged(
+    tmp_path: Path, fake: FakeMmdebstrap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    store = ImageStore(home)
+    lines: list[str] = []
+    image = store.get(CODEBOX_IMAGE, progress=lines.append)
+    assert lines[1].startswith("downloading ipywidgets-8.1.") and lines[1].endswith(" with pip")
+    assert len(fake.pip_runs()) == 1
+    cache = home / "images" / "wheels"
+    assert sorted(p.name for p in cache.iterdir()) == sorted(w.filename for w in fake.wheels)
+    # what mmdebstrap found in its working directory: the wheels and a requirements file pinning their hashes
+    layout = OciLayout(home / "images" / "layouts" / "codebox")
+    _, manifest = layout.resolve_manifest()
+    with tarfile.open(layout.blob_path(manifest.layers[0].digest)) as tf:
+        staged = tf.extractfile("./etc/wheels").read().decode().splitlines()  # type: ignore[union-attr]
+        requirements = tf.extractfile("./etc/requirements").read().decode()  # type: ignore[union-attr]
+    assert staged == sorted([*(w.filename for w in fake.wheels), "requirements.txt"])
+    assert requirements == "".join(w.requirement + "\n" for w in fake.wheels)
+    config = next(json.loads(p.read_bytes()) for p in (layout.path / "blobs" / "sha256").iterdir()
+                  if b'"history"' in p.read_bytes())
+    assert "pip install ipywidgets==8.1." in config["history"][0]["created_by"]
+    # built again (a new recipe): the cached wheels are used, pip is not run
+    store.remove(CODEBOX_IMAGE)
+    monkeypatch.setattr(builtin, "RECIPE_VERSION", builtin.RECIPE_VERSION + 1)
+    assert store.get(CODEBOX_IMAGE).digest == image.digest
+    assert len(fake.runs()) == 2 and len(fake.pip_runs()) == 1
+    # a cached wheel that no longer matches its hash is downloaded again
+    (cache / fake.wheels[0].filename).write_bytes(b"tampered")
+    store.remove(CODEBOX_IMAGE)
+    monkeypatch.setattr(builtin, "RECIPE_VERSION", builtin.RECIPE_VERSION + 1)
+    assert store.get(CODEBOX_IMAGE).digest == image.digest
+    assert len(fake.runs()) == 3 and len(fake.pip_runs()) == 2
+    assert hashlib.sha256((cache / fake.wheels[0].filename).read_bytes()).hexdigest() == fake.wheels[0].sha256
+
+
+@needs_e2fsprogs
+def test_a_codebox_layout_saved_before_the_wheels_is_rebuilt(tmp_path: Path, fake: FakeMmdebstrap,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    with_wheels = BUILTIN_IMAGES[CODEBOX_IMAGE]
+    monkeypatch.setitem(BUILTIN_IMAGES, CODEBOX_IMAGE, dataclasses.replace(with_wheels, wheels=()))
+    old = ImageStore(home).get(CODEBOX_IMAGE)
+    assert len(fake.runs()) == 1 and fake.pip_runs() == []
+    monkeypatch.setitem(BUILTIN_IMAGES, CODEBOX_IMAGE, with_wheels)
+    new = ImageStore(home).get(CODEBOX_IMAGE)  # still tagged, but its saved layout is outdated
+    assert len(fake.runs()) == 2 and len(fake.pip_runs()) == 1
+    assert new.digest != old.digest and new.reference == CODEBOX_IMAGE
+    assert ImageStore(home).get(CODEBOX_IMAGE).digest == new.digest and len(fake.runs()) == 2
+
+
+@needs_e2fsprogs
+@pytest.mark.parametrize("failure", ["pip fails", "wrong content"])
+def test_wheel_download_failures_leave_nothing(tmp_path: Path, fake: FakeMmdebstrap, failure: str) -> None:
+    if failure == "pip fails":
+        fake.pip_fail_flag.touch()
+        match = "pip download failed with exit code 1: ERROR: Could not find a version"
+    else:
+        (fake.index / fake.wheels[1].filename).write_bytes(b"something else")
+        match = f"pip did not download {fake.wheels[1].filename}"
+    home = tmp_path / "home"
+    with pytest.raises(ImageError, match=match):
+        ImageStore(home).get(CODEBOX_IMAGE)
+    assert fake.runs() == []
+    assert not (home / "images" / "layouts" / "codebox").exists()
+    assert list((home / "images" / "tmp").iterdir()) == []
+    assert fake.wheels[1].filename not in {p.name for p in (home / "images" / "wheels").iterdir()}
 
 
 @needs_e2fsprogs

@@ -278,6 +278,88 @@ async def test_raw_protocol_complete_inspect_and_comms_both_ways(cb: boxlite.Cod
     assert data[:2] == [{"opened": "from the host"}, {"echo": 42}]
 
 
+async def _until_idle(cb: boxlite.CodeBox, channel: str, msg_type: str,
+                      content: dict[str, object]) -> list[boxlite._kernel_client.KernelMessage]:
+    """Send a request through the bridge client; collect what it causes until the kernel is idle again."""
+    import anyio
+
+    kernel = cb.kernel
+    assert kernel.session is not None
+    msg = kernel.session.msg(msg_type, content)
+    waiter = kernel.watch(msg["header"]["msg_id"])
+    got: list[boxlite._kernel_client.KernelMessage] = []
+    try:
+        await kernel.send_msg(channel, msg)
+        with anyio.fail_after(60):
+            while not (got and got[-1].msg_type == "status" and got[-1].content["execution_state"] == "idle"):
+                item = await waiter.queue.get()
+                assert isinstance(item, boxlite._kernel_client.KernelMessage), item
+                got.append(item)
+    finally:
+        kernel.unwatch(msg["header"]["msg_id"], waiter)
+    return got
+
+
+async def test_ipywidgets_reach_the_front_end_and_sync_both_ways(cb: boxlite.CodeBox) -> None:
+    # ipywidgets 8.1 (protocol 2.1, models 2.0.0: what JupyterLab 4 / jupyterlab_widgets 3 render) next to the
+    # image's ipykernel 6.17, matplotlib and pandas.
+    versions = await cb.run("import ipywidgets, comm, ipykernel, matplotlib, pandas\n"
+                            "ipywidgets.__version__, ipywidgets.__protocol_version__, ipykernel.__version__")
+    assert versions.error is None and versions.text is not None
+    assert versions.text.startswith("('8.1.") and "'2.1.0'" in versions.text
+    iopub: list[boxlite._kernel_client.KernelMessage] = []
+
+    def listener(message: boxlite._kernel_client.KernelMessage) -> None:
+        if message.channel == "iopub" and message.msg_type.startswith("comm_"):
+            iopub.append(message)
+
+    cb.kernel.add_listener(listener)
+    try:
+        shown = await cb.run("import ipywidgets as w; s = w.IntSlider(value=3); s")
+    finally:
+        cb.kernel.remove_listener(listener)
+    assert shown.error is None
+    opened = [m for m in iopub if m.msg_type == "comm_open" and m.content["target_name"] == "jupyter.widget"]
+    slider = next(m.content for m in opened if m.content["data"]["state"]["_model_name"] == "IntSliderModel")
+    state = slider["data"]["state"]
+    assert state["_model_module"] == "@jupyter-widgets/controls" and state["_model_module_version"] == "2.0.0"
+    assert state["value"] == 3
+    view = next(r for r in shown.results if "application/vnd.jupyter.widget-view+json" in r.formats())
+    assert view.is_main_result  # the cell's value: an execute_result
+    assert view.data["application/vnd.jupyter.widget-view+json"]["model_id"] == slider["comm_id"]
+    displayed = await cb.run("from IPython.display import display; display(s)")  # a display_data
+    (again,) = displayed.results
+    assert not again.is_main_result
+    assert again.data["application/vnd.jupyter.widget-view+json"] == {"version_major": 2, "version_minor": 0,
+                                                                       "model_id": slider["comm_id"]}
+
+    # The front end moves the slider: a comm_msg on shell, as JupyterLab sends it.
+    await cb.run("s.observe(lambda change: print('value', change['old'], '->', change['new']), names='value')")
+    update = {"comm_id": slider["comm_id"], "data": {"method": "update", "state": {"value": 7}, "buffer_paths": []}}
+    caused = await _until_idle(cb, "shell", "comm_msg", update)
+    printed = "".join(m.content["text"] for m in caused if m.msg_type == "stream")
+    assert printed == "value 3 -> 7\n"
+    assert (await cb.run("s.value")).text == "7"
+    # and the box moves it: the front end is told
+    moved = await cb.run("s.value = 9")
+    assert "".join(moved.logs.stdout) == "value 7 -> 9\n"
+
+    # A library using the `comm` package directly also reaches the front end (the kernel launcher's doing,
+    # ipykernel 6.17 predating `comm`), and the front end's messages reach it.
+    iopub.clear()
+    cb.kernel.add_listener(listener)
+    try:
+        await cb.run("import comm\nraw = comm.create_comm(target_name='boxlite-raw', data={'hello': 1})\n"
+                     "got = []\nraw.on_msg(lambda msg: got.append(msg['content']['data']))\n"
+                     "type(raw).__module__")
+    finally:
+        cb.kernel.remove_listener(listener)
+    raw = next(m.content for m in iopub if m.msg_type == "comm_open")
+    assert raw["target_name"] == "boxlite-raw" and raw["data"] == {"hello": 1}
+    await _until_idle(cb, "shell", "comm_msg", {"comm_id": raw["comm_id"], "data": {"k": "v"}})
+    assert (await cb.run("got")).text == "[{'k': 'v'}]"
+
+
 async def test_kernel_runs_as_the_boxs_user_in_its_working_dir(runtime: boxlite.Boxlite) -> None:
     async with boxlite.CodeBox(runtime=runtime, user="nobody", working_dir="/tmp") as other:
         result = await other.run("import os, pwd\nos.getuid(), os.getcwd(), pwd.getpwuid(os.getuid()).pw_name")
