@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable
@@ -39,6 +40,7 @@ log = logging.getLogger("codebox_kernel")
 
 # After an interrupt for a timeout, how long the cell gets to stop before its kernel is replaced.
 INTERRUPT_GRACE_S = 5.0
+PARENT_POLL_S = 1.0
 RECOVER = "To carry on: `%boxlite restart` (a fresh interpreter; a new box if this one is gone)."
 FALLBACK_LANGUAGE_INFO = {
     "name": "python", "version": "", "mimetype": "text/x-python", "file_extension": ".py",
@@ -89,7 +91,7 @@ class BoxKernel:
             loop.add_signal_handler(signal.SIGINT, lambda: self._spawn(self._interrupt_box()))
             loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
         workers = [loop.create_task(self.frontend.run_sender()), loop.create_task(self._serve_shell()),
-                   loop.create_task(self.frontend.welcome_subscribers())]
+                   loop.create_task(self.frontend.welcome_subscribers()), loop.create_task(self._watch_parent())]
         workers += [loop.create_task(self._receive(channel)) for channel in ("shell", "control", "stdin")]
         self._publish_status("starting")
         self._spawn(self._start_box())
@@ -106,6 +108,15 @@ class BoxKernel:
                 await self.box.shutdown(restart=self._restart_requested)
             self.frontend.close()
         return self._restart_requested
+
+    async def _watch_parent(self) -> None:
+        """End (removing the box) when the process that started this kernel is gone, as ipykernel does: a
+        notebook server that crashed must not leave VMs behind."""
+        parent = os.getppid()
+        while os.getppid() == parent:
+            await asyncio.sleep(PARENT_POLL_S)
+        log.warning("the process that started this kernel (pid %d) is gone: shutting down", parent)
+        self._stopped.set()
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -294,3 +297,31 @@ def test_a_box_that_cannot_start_is_reported_in_every_cell(kernelspec: str) -> N
         assert km.is_alive()
     finally:
         stop(km, kc)
+
+
+def test_the_kernel_ends_and_removes_its_box_when_its_parent_dies(tmp_path: Path, vm_home: Path, helpers: Any
+                                                                  ) -> None:
+    from jupyter_client.connect import write_connection_file
+
+    connection_file, _ = write_connection_file(str(tmp_path / "kernel-orphan.json"))
+    # A parent that starts the kernel, says its pid, and waits (a notebook server, say), then is killed.
+    starter = ("import subprocess, sys, time\n"
+               "p = subprocess.Popen([sys.executable, '-m', 'codebox_kernel', '-f', sys.argv[1]])\n"
+               "print(p.pid, flush=True)\ntime.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", starter, connection_file], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    kernel_pid = int(parent.stdout.readline())
+    name = default_box_name(connection_file)
+    runtime = boxlite.SyncBoxlite.default()
+
+    def box_running() -> bool:
+        box = runtime.get(name)
+        return box is not None and box.info().status == "running"
+
+    try:
+        wait_for(box_running, START_TIMEOUT, "the kernel's box")
+    finally:
+        parent.kill()
+        parent.wait()
+    wait_for(lambda: not helpers.pid_alive(kernel_pid), 60, "the orphaned kernel to end")
+    assert runtime.get(name) is None
