@@ -11,6 +11,7 @@ portal, the engine, a timeout), which come back as ordinary error replies named 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
@@ -18,6 +19,7 @@ import signal
 import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from boxlite import (
@@ -29,7 +31,7 @@ from boxlite import (
     KernelMessage,
     TimeoutError,
 )
-from codebox_kernel import commands
+from codebox_kernel import commands, watchdog
 from codebox_kernel.errors import error_content, reply_type
 from codebox_kernel.frontend import Frontend, Incoming
 from codebox_kernel.metrics import MetricsPanel, host_comm, install_host_comms
@@ -41,6 +43,8 @@ log = logging.getLogger("codebox_kernel")
 # After an interrupt for a timeout, how long the cell gets to stop before its kernel is replaced.
 INTERRUPT_GRACE_S = 5.0
 PARENT_POLL_S = 1.0
+# How long a kernel_info_request waits for the first box before the host answers it.
+KERNEL_INFO_WAIT_S = 20.0
 RECOVER = "To carry on: `%boxlite restart` (a fresh interpreter; a new box if this one is gone)."
 FALLBACK_LANGUAGE_INFO = {
     "name": "python", "version": "", "mimetype": "text/x-python", "file_extension": ".py",
@@ -184,6 +188,17 @@ class BoxKernel:
                 return
         elif msg_type == "comm_info_request":
             self._comm_info_requests.add(incoming.msg_id)
+        elif msg_type == "kernel_info_request" and not self._ready.is_set():
+            # A first box can take a while (a cold boot under emulation, an image build); frontends give up on
+            # kernel_info after a minute (JupyterLab), so after a while the host answers for the box.
+            with contextlib.suppress(builtins.TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), KERNEL_INFO_WAIT_S)
+            if not self._ready.is_set():
+                header = incoming.msg["header"]
+                self._publish("status", {"execution_state": "busy"}, header)
+                self._reply(incoming, self._fallback_kernel_info("the box is still starting"))
+                self._publish("status", {"execution_state": "idle"}, header)
+                return
         await self._forward(incoming)
 
     async def _on_control(self, incoming: Incoming) -> None:
@@ -231,14 +246,15 @@ class BoxKernel:
 
     def _answer_without_box(self, incoming: Incoming, failure: BaseException) -> None:
         if incoming.msg_type == "kernel_info_request":
-            self._reply(incoming, self._fallback_kernel_info(failure))
+            self._reply(incoming, self._fallback_kernel_info(f"no box ({failure}). {RECOVER}"))
         elif incoming.channel != "stdin":
             self._reply_error(incoming, failure, recover=RECOVER, busy=True)
 
-    def _fallback_kernel_info(self, failure: BaseException) -> dict[str, Any]:
+    def _fallback_kernel_info(self, why: str) -> dict[str, Any]:
+        """kernel_info answered by the host (the box cannot say): Python, version unknown, and why."""
         return {"status": "ok", "protocol_version": "5.3", "implementation": "boxlite",
                 "implementation_version": _version(), "language_info": FALLBACK_LANGUAGE_INFO,
-                "banner": f"BoxLite Python: no box ({failure}). {RECOVER}", "help_links": []}
+                "banner": f"BoxLite Python: {why}", "help_links": []}
 
     # -- from the box ---------------------------------------------------------------------------------------
     def _from_box(self, item: KernelMessage | KernelGone) -> None:
@@ -442,6 +458,16 @@ async def run_kernel(connection_file: str, settings: KernelSettings, box_name: s
     def say(text: str) -> None:
         sys.stderr.write(text)
 
+    # The watchdog removes the box if this process is killed before it can (see codebox_kernel/watchdog.py).
+    claim = Path(connection_file + ".boxlite-claim")
+    watchdog.write_claim(claim)
+    watchdog.start(os.getpid(), box_name, claim, settings.persist)
     kernel = BoxKernel(frontend, settings, NotebookBox(settings, box_name, say))
-    return await kernel.serve()
+    restart = await kernel.serve()
+    if restart:
+        watchdog.write_claim(claim, restarting=True)  # the next process takes the box over
+    elif watchdog.read_claim(claim)[0] == os.getpid():
+        with contextlib.suppress(OSError):
+            claim.unlink()
+    return restart
 

@@ -325,3 +325,19 @@ def test_the_kernel_ends_and_removes_its_box_when_its_parent_dies(tmp_path: Path
         parent.wait()
     wait_for(lambda: not helpers.pid_alive(kernel_pid), 60, "the orphaned kernel to end")
     assert runtime.get(name) is None
+
+
+def test_a_killed_kernel_leaves_no_box_behind_but_a_hard_restart_keeps_it(kernelspec: str) -> None:
+    km, kc = start(kernelspec)
+    name = default_box_name(km.connection_file)
+    runtime = boxlite.SyncBoxlite.default()
+    try:
+        box_id = box_of(km).id
+        km.restart_kernel(now=True)  # SIGKILL, then a new process: it takes the same box over
+        kc.wait_for_ready(timeout=START_TIMEOUT)
+        assert stdout(run(kc, "print('again')")[1]) == "again\n"
+        assert box_of(km).id == box_id
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)  # SIGKILL, as nbval and nbclient do: the watchdog removes the box
+    wait_for(lambda: runtime.get(name) is None, 60, "the watchdog to remove the box")
