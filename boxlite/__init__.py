@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from boxlite._code_results import CodeError, CodeExecution, Logs, Result
     from boxlite._codebox import CodeBox
     from boxlite._execution import ExecResult, ExecStatus, Execution
-    from boxlite._kernel_client import KernelClient
+    from boxlite._kernel_client import KernelClient, KernelGone, KernelMessage
     from boxlite._metrics import BoxMetrics, RuntimeMetrics
     from boxlite._netopts import NetworkSpec, PortSpec, VolumeSpec
     from boxlite._options import BoxOptions, Options
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Box": "boxlite._box", "BoxInfo": "boxlite._box",
     "CodeBox": "boxlite._codebox", "KernelClient": "boxlite._kernel_client",
+    "KernelMessage": "boxlite._kernel_client", "KernelGone": "boxlite._kernel_client",
     "CodeExecution": "boxlite._code_results", "CodeError": "boxlite._code_results", "Logs": "boxlite._code_results",
     "Result": "boxlite._code_results",
     "Execution": "boxlite._execution", "ExecResult": "boxlite._execution", "ExecStatus": "boxlite._execution",
@@ -98,6 +99,8 @@ __all__ = [
     "InternalError",
     "InvalidStateError",
     "KernelClient",
+    "KernelGone",
+    "KernelMessage",
     "Logs",
     "NetworkError",
     "NetworkSpec",

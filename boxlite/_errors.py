@@ -133,3 +133,9 @@ class AlreadyExistsError(BoxliteError):
 
 class InvalidStateError(BoxliteError):
     prefix = "invalid state"
+
+
+# Tracebacks and reprs name the public module users import from (boxlite.errors re-exports every class).
+for _cls in (BoxliteError, *BoxliteError.__subclasses__()):
+    _cls.__module__ = "boxlite.errors"
+del _cls

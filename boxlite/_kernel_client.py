@@ -120,7 +120,7 @@ class KernelClient:
         self._reader: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self._waiters: dict[str, list[_Waiter]] = {}
-        self._listeners: list[Callable[[KernelMessage], None]] = []
+        self._listeners: list[Callable[[Delivery], None]] = []
         self._identity = uuid.uuid4().hex.encode()
 
     @property
@@ -273,11 +273,12 @@ class KernelClient:
         if not waiters:
             self._waiters.pop(msg_id, None)
 
-    def add_listener(self, listener: Callable[[KernelMessage], None]) -> None:
-        """Call `listener` with every message from the kernel, in order (also those nobody waits for)."""
+    def add_listener(self, listener: Callable[[Delivery], None]) -> None:
+        """Call `listener` with every message from the kernel, in order (also those nobody waits for), and with
+        a KernelGone when the kernel ends or the connection breaks."""
         self._listeners.append(listener)
 
-    def remove_listener(self, listener: Callable[[KernelMessage], None]) -> None:
+    def remove_listener(self, listener: Callable[[Delivery], None]) -> None:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
 
@@ -335,6 +336,8 @@ class KernelClient:
         for waiters in list(self._waiters.values()):
             for waiter in waiters:
                 waiter.queue.put_nowait(gone)
+        for listener in list(self._listeners):
+            listener(gone)
 
     @staticmethod
     def _gone_from(exited: pb.KernelExit) -> KernelGone:
