@@ -294,17 +294,22 @@ class LabPage:
             ".jp-NotebookPanel:visible .jp-CodeCell .jp-InputArea-prompt").all_inner_texts()]
 
     def wait_all_cells_done(self, timeout: float) -> None:
-        """Until every code cell has an execution count ([n]:), none is queued or running ([*]:), and the
-        kernel is idle again."""
+        """Until no code cell is queued or running ([*]:) and the kernel is idle again; then every code cell
+        must have an execution count ([n]:): one left blank ([ ]:) was skipped because a cell before it failed
+        (Run All stops at the first error)."""
         deadline = time.monotonic() + timeout
         while True:
             prompts = self.cell_prompts()
-            if prompts and all(p.strip("[]: ").isdigit() for p in prompts) and self.kernel_status() == "idle":
-                return
+            started = any(p.strip("[]: ").isdigit() for p in prompts)
+            if started and not any("*" in p for p in prompts) and self.kernel_status() == "idle":
+                break
             if time.monotonic() > deadline:
                 raise AssertionError(f"cells still running after {timeout:.0f} s: prompts {prompts}, "
                                      f"kernel {self.kernel_status()}")
             time.sleep(0.5)
+        unrun = [i for i, p in enumerate(prompts) if not p.strip("[]: ").isdigit()]
+        assert not unrun, (f"code cells {unrun} did not run (prompts {prompts}); errors: {self.error_outputs()}; "
+                           f"outputs:\n{self.outputs_text()[-3000:]}")
 
     def outputs_text(self) -> str:
         return "\n".join(self.page.locator(".jp-NotebookPanel:visible .jp-OutputArea-output").all_inner_texts())
@@ -327,11 +332,15 @@ class LabPage:
         """The whole notebook: the viewport is made as tall as the notebook's content first (JupyterLab scrolls
         inside its own panel, so a full-page shot of the usual viewport would cut the notebook off)."""
         height = self.page.evaluate("""() => {
-            const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
-            return nb ? nb.scrollHeight : document.body.scrollHeight;
+            const panel = [...document.querySelectorAll('.jp-NotebookPanel')].find(p => p.offsetParent !== null);
+            const scrollers = panel ? panel.querySelectorAll('.jp-WindowedPanel-outer, .jp-Notebook') : [];
+            return Math.max(document.body.clientHeight, ...[...scrollers].map(e => e.scrollHeight + 120));
         }""")
         width = self.page.viewport_size["width"] if self.page.viewport_size else 1280
         self.page.set_viewport_size({"width": width, "height": min(max(int(height) + 200, 800), 12000)})
+        self.page.evaluate("""() => {
+            for (const e of document.querySelectorAll('.jp-NotebookPanel .jp-WindowedPanel-outer')) e.scrollTop = 0;
+        }""")
         self.page.wait_for_timeout(500)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(path), full_page=True)
