@@ -20,7 +20,8 @@ def error_content(exc: BaseException, recover: str | None = None) -> dict[str, A
     if not isinstance(exc, BoxliteError):
         exc = InternalError(f"the BoxLite kernel failed: {exc!r}", fix="please report it; `%boxlite restart` "
                                                                          "gives a new box meanwhile")
-    cls = type(exc)
+    # Named by the public class users catch (ImageError for the registry's own RegistryUnreachableError, say).
+    cls = next(c for c in type(exc).__mro__ if c.__module__ == "boxlite.errors")
     lines = [f"{RED}{RULE}{RESET}", f"{RED}{cls.__module__}.{cls.__name__}{RESET}: {exc}"]
     if recover:
         lines.append(recover)

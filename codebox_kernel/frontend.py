@@ -86,8 +86,11 @@ class Frontend:
             sock.router_handover = 1
             sock.bind(self._url(channel))
             self.sockets[channel] = sock
-        iopub = self._ctx.socket(zmq.PUB)
+        # XPUB: each new subscriber is greeted with an iopub_welcome (JEP 65), so a client knows when it starts
+        # receiving (a plain PUB drops what is published before the subscription lands).
+        iopub = self._ctx.socket(zmq.XPUB)
         iopub.linger = 1000
+        iopub.setsockopt(zmq.XPUB_VERBOSE, 1)
         iopub.bind(self._url("iopub"))
         self.sockets["iopub"] = iopub
         # Heartbeat: echo whatever arrives, from a thread, so it answers even while the loop is busy.
@@ -121,6 +124,14 @@ class Frontend:
             metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         """A message made by this kernel (header with this kernel's session)."""
         return self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
+
+    async def welcome_subscribers(self) -> None:
+        while True:
+            frames = await self.sockets["iopub"].recv_multipart()
+            event = frames[0] if frames else b""
+            if event[:1] == b"\x01":
+                topic = event[1:].decode(errors="replace")
+                self.send("iopub", self.new("iopub_welcome", {"subscription": topic}), idents=[event[1:]])
 
     async def run_sender(self) -> None:
         while True:

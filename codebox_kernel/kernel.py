@@ -88,7 +88,8 @@ class BoxKernel:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGINT, lambda: self._spawn(self._interrupt_box()))
             loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
-        workers = [loop.create_task(self.frontend.run_sender()), loop.create_task(self._serve_shell())]
+        workers = [loop.create_task(self.frontend.run_sender()), loop.create_task(self._serve_shell()),
+                   loop.create_task(self.frontend.welcome_subscribers())]
         workers += [loop.create_task(self._receive(channel)) for channel in ("shell", "control", "stdin")]
         self._publish_status("starting")
         self._spawn(self._start_box())

@@ -5,7 +5,8 @@
 #      rather than a browser that `playwright install` would download),
 #   2. this package with its development extras (pip, editable),
 #   3. `boxlite setup`: the guest kernel, the guest root, the vsock device and the default image (cached
-#      under ~/.boxlite or $BOXLITE_HOME; the first run takes about 8 minutes on 2 cores, later runs seconds).
+#      under ~/.boxlite or $BOXLITE_HOME; the first run takes about 8 minutes on 2 cores, later runs seconds),
+#   4. the built-in CodeBox image and the "BoxLite Python" Jupyter kernelspec.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +28,8 @@ echo "setup: installing boxlite (pip, editable, with dev extras)"
 python3 -m pip install -q -e '.[dev]'
 
 python3 -m boxlite.cli setup
+# The CodeBox image (the BoxLite Python kernel's and CodeBox's default) is built now rather than by the first
+# notebook (about 3 minutes once, cached after).
+python3 -m boxlite.cli images build
+# The "BoxLite Python" Jupyter kernel, where this Python's Jupyter looks for kernels.
+python3 -m codebox_kernel install --sys-prefix

@@ -81,3 +81,16 @@ async def box(runtime: boxlite.Boxlite) -> AsyncIterator[boxlite.SimpleBox]:
     """One booted box of the default image, shared by every test that is not about the box's lifecycle."""
     async with boxlite.SimpleBox(runtime=runtime, name="shared-box") as sb:
         yield sb
+
+
+@pytest.fixture(scope="module")
+def kernelspec(tmp_path_factory: pytest.TempPathFactory, vm_home: Path) -> Iterator[str]:
+    """The BoxLite Python kernelspec installed into a temporary prefix and found through JUPYTER_PATH (nothing
+    outside the test's directories is touched); its name."""
+    from codebox_kernel.install import DEFAULT_NAME, install
+
+    prefix = tmp_path_factory.mktemp("jupyter")
+    install(DEFAULT_NAME, prefix=str(prefix))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+        yield DEFAULT_NAME

@@ -1,0 +1,296 @@
+"""The BoxLite Python kernel through a real Jupyter client (jupyter_client), with its cells in a real box:
+message relay both ways, stdin, comms, interrupts, restart, the `%boxlite` commands and the metrics panel, and
+failures of the box shown as BoxliteError replies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager, start_new_kernel
+
+import boxlite
+from codebox_kernel.notebook_box import default_box_name
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+START_TIMEOUT = 240
+BOXLITE_ERRORS = {cls.__name__ for cls in (boxlite.BoxliteError, *boxlite.BoxliteError.__subclasses__())}
+
+
+def start(kernel_name: str, **env: str) -> tuple[KernelManager, BlockingKernelClient]:
+    return start_new_kernel(kernel_name=kernel_name, startup_timeout=START_TIMEOUT, env={**os.environ, **env})
+
+
+def stop(km: KernelManager, kc: BlockingKernelClient) -> None:
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+
+
+@pytest.fixture(scope="module")
+def kernel(kernelspec: str) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    km, kc = start(kernelspec)
+    try:
+        yield km, kc
+    finally:
+        stop(km, kc)
+
+
+@pytest.fixture
+def kc(kernel: tuple[KernelManager, BlockingKernelClient]) -> BlockingKernelClient:
+    return kernel[1]
+
+
+def run(kc: BlockingKernelClient, code: str, timeout: float = 120, **kwargs: Any
+        ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Execute `code`; its execute_reply and every iopub message it caused (status ones too)."""
+    outputs: list[dict[str, Any]] = []
+    reply = kc.execute_interactive(code, timeout=timeout, output_hook=outputs.append, **kwargs)
+    return reply, outputs
+
+
+def of_type(outputs: list[dict[str, Any]], msg_type: str) -> list[dict[str, Any]]:
+    return [m["content"] for m in outputs if m["msg_type"] == msg_type]
+
+
+def stdout(outputs: list[dict[str, Any]]) -> str:
+    return "".join(c["text"] for c in of_type(outputs, "stream") if c["name"] == "stdout")
+
+
+def box_of(km: KernelManager) -> boxlite.SyncBox:
+    box = boxlite.SyncBoxlite.default().get(default_box_name(km.connection_file))
+    assert box is not None
+    return box
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+# -- the relay ------------------------------------------------------------------------------------------------
+def test_cells_share_state_and_outputs_keep_their_order(kc: BlockingKernelClient) -> None:
+    reply, _ = run(kc, "x = 41")
+    assert reply["content"]["status"] == "ok"
+    reply, outputs = run(kc, "for i in range(200):\n    print(i)\nx + 1")
+    assert reply["content"]["status"] == "ok"
+    assert stdout(outputs) == "".join(f"{i}\n" for i in range(200))
+    assert of_type(outputs, "execute_result")[0]["data"]["text/plain"] == "42"
+    states = [c["execution_state"] for c in of_type(outputs, "status")]
+    assert states[0] == "busy" and states[-1] == "idle"
+    msg_id = reply["parent_header"]["msg_id"]
+    assert all(m["parent_header"]["msg_id"] == msg_id for m in outputs)
+    assert reply["header"]["session"] != kc.session.session  # the box kernel's own session, re-signed for us
+
+
+def test_kernel_info_is_the_python_in_the_box(kc: BlockingKernelClient) -> None:
+    info = kc.kernel_info(reply=True, timeout=30)["content"]
+    assert info["language_info"]["name"] == "python"
+    assert info["language_info"]["version"].startswith("3.11")  # the image's Python, not necessarily the host's
+    assert "BoxLite Python" in info["banner"]
+
+
+def test_rich_output_from_the_box(kc: BlockingKernelClient) -> None:
+    code = ("import matplotlib.pyplot as plt\n%matplotlib inline\n"
+            "plt.plot([1, 3, 2]); plt.title('in a box'); plt.show()")
+    reply, outputs = run(kc, code)
+    assert reply["content"]["status"] == "ok"
+    images = [c for c in of_type(outputs, "display_data") if "image/png" in c["data"]]
+    assert images and len(images[0]["data"]["image/png"]) > 1000
+
+
+def test_input_is_asked_through_the_frontends_stdin(kc: BlockingKernelClient) -> None:
+    prompts: list[str] = []
+
+    def answer(msg: dict[str, Any]) -> None:
+        prompts.append(msg["content"]["prompt"])
+        kc.input("Ada")
+
+    reply, outputs = run(kc, "name = input('who? ')\nprint('hello', name)", allow_stdin=True, stdin_hook=answer)
+    assert reply["content"]["status"] == "ok"
+    assert prompts == ["who? "] and stdout(outputs) == "hello Ada\n"
+
+
+def test_comms_work_both_ways(kc: BlockingKernelClient) -> None:
+    setup = ("def _open(comm, msg):\n"
+             "    comm.on_msg(lambda m: comm.send({'echo': m['content']['data']}))\n"
+             "get_ipython().kernel.comm_manager.register_target('echo', _open)")
+    assert run(kc, setup)[0]["content"]["status"] == "ok"
+    comm_id = uuid.uuid4().hex
+    kc.shell_channel.send(kc.session.msg("comm_open", {"comm_id": comm_id, "target_name": "echo", "data": {}}))
+    kc.shell_channel.send(kc.session.msg("comm_msg", {"comm_id": comm_id, "data": {"n": 7}}))
+    deadline = time.monotonic() + 30
+    echoed = None
+    while echoed is None and time.monotonic() < deadline:
+        msg = kc.get_iopub_msg(timeout=30)
+        if msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == comm_id:
+            echoed = msg["content"]["data"]
+    assert echoed == {"echo": {"n": 7}}
+    # And a comm the box opens reaches the frontend.
+    _reply, outputs = run(kc, "from ipykernel.comm import Comm\nc = Comm(target_name='to-frontend', data={'hi': 1})")
+    opened = of_type(outputs, "comm_open")
+    assert opened and opened[0]["target_name"] == "to-frontend" and opened[0]["data"] == {"hi": 1}
+    info = kc.comm_info(target_name="to-frontend", reply=True, timeout=30)["content"]
+    assert opened[0]["comm_id"] in info["comms"]
+
+
+def _interrupted_within(kc: BlockingKernelClient, interrupt: Callable[[], None], limit: float) -> None:
+    # stop_on_error=False: ipykernel would abort requests arriving just after the KeyboardInterrupt (its
+    # "abort queued cells" window, longer under emulation), which is not what this test is about.
+    msg_id = kc.execute("import time\ntime.sleep(60)", stop_on_error=False)
+    wait_for(lambda: _busy_seen(kc, msg_id), 60, "the cell to start")
+    time.sleep(0.5)
+    started = time.monotonic()
+    interrupt()
+    reply = kc.get_shell_msg(timeout=30)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=30)
+    took = time.monotonic() - started
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    assert took < limit, f"the interrupt took {took:.1f} s"
+    assert stdout(run(kc, "print('next')")[1]) == "next\n"
+
+
+def _busy_seen(kc: BlockingKernelClient, msg_id: str) -> bool:
+    try:
+        msg = kc.get_iopub_msg(timeout=0.2)
+    except Exception:
+        return False
+    return msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input"
+
+
+def test_interrupt_request_stops_a_sleeping_cell(kc: BlockingKernelClient) -> None:
+    def request() -> None:
+        kc.control_channel.send(kc.session.msg("interrupt_request", {}))
+
+    _interrupted_within(kc, request, 2.0)
+
+
+def test_sigint_to_the_host_kernel_interrupts_the_cell(kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+    km, kc = kernel
+    assert km.kernel_spec is not None and km.kernel_spec.interrupt_mode == "signal"
+    _interrupted_within(kc, km.interrupt_kernel, 2.0)
+
+
+# -- %boxlite -----------------------------------------------------------------------------------------------
+def test_boxlite_info_and_files(kc: BlockingKernelClient) -> None:
+    reply, outputs = run(kc, "%boxlite info")
+    assert reply["content"]["status"] == "ok"
+    text = of_type(outputs, "display_data")[0]["data"]["text/plain"]
+    assert "engine" in text and "qemu" in text and "running" in text
+    reply, outputs = run(kc, "%boxlite files /")
+    assert "etc/" in of_type(outputs, "display_data")[0]["data"]["text/plain"]
+    reply, outputs = run(kc, "%boxlite frobnicate")
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "UsageError"
+
+
+def test_metrics_panel_updates_while_the_box_is_busy(kc: BlockingKernelClient) -> None:
+    reply, outputs = run(kc, "%boxlite metrics")
+    assert reply["content"]["status"] == "ok"
+    opened = {c["data"]["state"]["_model_name"]: c for c in of_type(outputs, "comm_open")
+              if c["target_name"] == "jupyter.widget"}
+    assert "HTMLModel" in opened and opened["HTMLModel"]["data"]["state"]["_model_module_version"] == "2.0.0"
+    view = of_type(outputs, "display_data")[0]["data"]["application/vnd.jupyter.widget-view+json"]
+    comm_id = opened["HTMLModel"]["comm_id"]
+    assert view["model_id"] == comm_id
+    # A cell keeps the box busy for 4 s; the panel still changes every second, from the host.
+    kc.execute("import time\ntime.sleep(4)")
+    updates: list[str] = []
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        try:
+            msg = kc.get_iopub_msg(timeout=0.5)
+        except Exception:
+            continue
+        if msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == comm_id:
+            updates.append(msg["content"]["data"]["state"].get("value", ""))
+    assert len(updates) >= 3, updates
+    assert all(k in updates[-1] for k in ("cpu", "mem", "guest_boot_ms", "commands", "errors", "running"))
+    kc.shell_channel.send(kc.session.msg("comm_close", {"comm_id": comm_id, "data": {}}))
+    run(kc, "pass")  # the sleeping cell and this one finish
+
+
+def test_restart_gives_a_fresh_interpreter_in_the_same_box(kernel: tuple[KernelManager, BlockingKernelClient]
+                                                           ) -> None:
+    km, kc = kernel
+    run(kc, "open('/tmp/kept.txt', 'w').write('still here'); y = 5")
+    box_id = box_of(km).id
+    km.restart_kernel(now=False)
+    kc.wait_for_ready(timeout=START_TIMEOUT)
+    _reply, outputs = run(kc, "print('y' in dir(), open('/tmp/kept.txt').read())")
+    assert stdout(outputs) == "False still here\n"
+    assert box_of(km).id == box_id
+
+
+# -- failures -------------------------------------------------------------------------------------------------
+def test_killed_vm_ends_the_cell_with_a_boxlite_error_and_restart_recovers(kernelspec: str) -> None:
+    km, kc = start(kernelspec)
+    try:
+        assert run(kc, "z = 1")[0]["content"]["status"] == "ok"
+        pid = box_of(km).info().pid
+        assert pid
+        msg_id = kc.execute("import time\ntime.sleep(60)")
+        wait_for(lambda: _busy_seen(kc, msg_id), 60, "the cell to start")
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        reply = kc.get_shell_msg(timeout=30)
+        took = time.monotonic() - killed
+        content = reply["content"]
+        assert content["status"] == "error" and content["ename"] in ("PortalError", "EngineError"), content
+        assert took < 5, f"the cell took {took:.1f} s to fail"
+        assert f"boxlite.errors.{content['ename']}" in "\n".join(content["traceback"])
+        # The host kernel lives on, says how to recover, and recovers.
+        reply, _ = run(kc, "z")
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] in BOXLITE_ERRORS
+        assert "%boxlite restart" in "\n".join(reply["content"]["traceback"])
+        reply, _outputs = run(kc, "%boxlite restart")
+        assert reply["content"]["status"] == "ok", reply["content"]
+        assert stdout(run(kc, "print(6 * 7)")[1]) == "42\n"
+    finally:
+        stop(km, kc)
+    assert boxlite.SyncBoxlite.default().get(default_box_name(km.connection_file)) is None  # removed at shutdown
+
+
+def test_timeout_metrics_at_start_and_stop_settings(kernelspec: str) -> None:
+    km, kc = start(kernelspec, BOXLITE_KERNEL_TIMEOUT="2", BOXLITE_KERNEL_METRICS="yes")
+    try:
+        reply, outputs = run(kc, "k = 3\nimport time\ntime.sleep(30)")
+        # BOXLITE_KERNEL_METRICS: the panel comes with the first cell's output.
+        assert any("application/vnd.jupyter.widget-view+json" in c["data"] for c in of_type(outputs, "display_data"))
+        # BOXLITE_KERNEL_TIMEOUT: interrupted, reported as TimeoutError, state kept.
+        content = reply["content"]
+        assert content["status"] == "error" and content["ename"] == "TimeoutError"
+        assert "boxlite.errors.TimeoutError" in "\n".join(content["traceback"])
+        assert of_type(outputs, "error")[0]["ename"] == "TimeoutError"
+        assert stdout(run(kc, "print(k)")[1]) == "3\n"
+        # %boxlite stop removes the box; the next cell gets a new one.
+        box_id = box_of(km).id
+        reply, outputs = run(kc, "%boxlite stop")
+        assert reply["content"]["status"] == "ok" and "stopped" in stdout(outputs)
+        assert boxlite.SyncBoxlite.default().get(box_id) is None
+        reply, outputs = run(kc, "print('k' in dir())")
+        assert stdout(outputs) == "False\n" and box_of(km).id != box_id
+    finally:
+        stop(km, kc)
+
+
+def test_a_box_that_cannot_start_is_reported_in_every_cell(kernelspec: str) -> None:
+    km, kc = start(kernelspec, BOXLITE_KERNEL_IMAGE="boxlite.invalid/no/such-image:1")
+    try:
+        info = kc.kernel_info(reply=True, timeout=60)["content"]
+        assert info["status"] == "ok" and "no box" in info["banner"]
+        reply, outputs = run(kc, "1 + 1")
+        content = reply["content"]
+        assert content["status"] == "error" and content["ename"] in BOXLITE_ERRORS - {"BoxliteError"}
+        assert of_type(outputs, "error") and "%boxlite restart" in "\n".join(content["traceback"])
+        assert km.is_alive()
+    finally:
+        stop(km, kc)
