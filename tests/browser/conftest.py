@@ -333,8 +333,14 @@ class LabPage:
         inside its own panel, so a full-page shot of the usual viewport would cut the notebook off)."""
         height = self.page.evaluate("""() => {
             const panel = [...document.querySelectorAll('.jp-NotebookPanel')].find(p => p.offsetParent !== null);
-            const scrollers = panel ? panel.querySelectorAll('.jp-WindowedPanel-outer, .jp-Notebook') : [];
-            return Math.max(document.body.clientHeight, ...[...scrollers].map(e => e.scrollHeight + 120));
+            const scroller = panel && panel.querySelector('.jp-WindowedPanel-outer');
+            const cells = panel ? panel.querySelectorAll('.jp-Cell') : [];
+            if (!scroller || !cells.length) return document.body.clientHeight;
+            // The page above the notebook, then the notebook down to its last cell (not the empty space
+            // JupyterLab leaves after it), then the status bar.
+            const top = scroller.getBoundingClientRect().top;
+            const end = cells[cells.length - 1].getBoundingClientRect().bottom - top + scroller.scrollTop;
+            return top + end + 80;
         }""")
         width = self.page.viewport_size["width"] if self.page.viewport_size else 1280
         self.page.set_viewport_size({"width": width, "height": min(max(int(height) + 200, 800), 12000)})
