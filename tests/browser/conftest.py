@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ class LabServer:
     proc: subprocess.Popen[bytes]
     startup_seconds: float
     marker: str  # BOXLITE_TEST_LAB=<marker> is in the environment of every process the server starts
-    timings: dict[str, float] = field(default_factory=dict)
+    kernel: str = ""
 
     def notebook_url(self, name: str) -> str:
         return f"{self.url}/lab/tree/{name}?token={self.token}"
@@ -210,7 +210,7 @@ def jupyterlab(tmp_path: Path, real_home: Path) -> Iterator[Callable[..., LabSer
             proc = subprocess.Popen(argv, env=env, cwd=root, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         server = LabServer(url=f"http://127.0.0.1:{port}", token=token, root=root, home=Path(env["BOXLITE_HOME"]),
-                           log=log, proc=proc, startup_seconds=0.0, marker=marker)
+                           log=log, proc=proc, startup_seconds=0.0, marker=marker, kernel=kernel)
         servers.append(server)
         while True:
             if proc.poll() is not None:
@@ -231,6 +231,10 @@ def jupyterlab(tmp_path: Path, real_home: Path) -> Iterator[Callable[..., LabSer
     failures = []
     for server in servers:
         leaked = _stop(server)
+        # The server's log (kernels write theirs into it too) beside the screenshots, for a failure's story.
+        with contextlib.suppress(OSError):
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(server.log, ARTIFACTS / f"jupyterlab-{server.kernel}.log")
         if leaked:
             failures.append("processes outlived jupyter lab (killed):\n  " + "\n  ".join(leaked))
     if failures:
