@@ -414,8 +414,10 @@ class BoxKernel:
                  buffers: list[Any] | None = None) -> None:
         self.frontend.send("iopub", self.frontend.new(msg_type, content, parent), buffers=buffers or [])
 
-    def _publish_comm(self, msg_type: str, content: dict[str, Any], buffers: list[Any] | None) -> None:
-        self._publish(msg_type, content, self._parent, buffers)
+    def _publish_comm(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any] | None,
+                      buffers: list[Any] | None) -> None:
+        msg = self.frontend.new(msg_type, content, self._parent, metadata=metadata)
+        self.frontend.send("iopub", msg, buffers=buffers or [])
 
     def _publish_status(self, state: str) -> None:
         self._publish("status", {"execution_state": state})

@@ -18,7 +18,7 @@ from comm.base_comm import BaseComm, BuffersType, MaybeDict
 
 from boxlite import BoxliteError, BoxMetrics
 
-Publish = Callable[[str, dict[str, Any], list[Any] | None], None]
+Publish = Callable[[str, dict[str, Any], dict[str, Any] | None, list[Any] | None], None]
 REFRESH_S = 1.0
 _publish: Publish | None = None
 
@@ -31,7 +31,9 @@ class HostComm(BaseComm):
         if _publish is None:
             raise RuntimeError("host comms are not installed")
         content = {"data": data or {}, "comm_id": self.comm_id, **keys}
-        _publish(msg_type, content, list(buffers) if buffers else None)
+        # The metadata matters: a widget manager refuses a comm_open without ipywidgets' protocol version in it
+        # ("Wrong widget protocol version"), and then renders nothing.
+        _publish(msg_type, content, metadata or None, list(buffers) if buffers else None)
 
 
 def install_host_comms(publish: Publish) -> None:

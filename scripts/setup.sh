@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything boxlite needs on a Debian 12 (bookworm) x86_64 host, then provision it:
-#   1. the Debian packages (QEMU, qemu-img, mmdebstrap, e2fsprogs, the kernel source and its build tools, passt),
+#   1. the Debian packages (QEMU, qemu-img, mmdebstrap, e2fsprogs, the kernel source and its build tools, passt;
+#      Chromium and a font for the JupyterLab browser test, which drives Debian's chromium through Playwright
+#      rather than a browser that `playwright install` would download),
 #   2. this package with its development extras (pip, editable),
 #   3. `boxlite setup`: the guest kernel, the guest root, the vsock device and the default image (cached
 #      under ~/.boxlite or $BOXLITE_HOME; the first run takes about 8 minutes on 2 cores, later runs seconds),
@@ -9,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(qemu-system-x86 qemu-utils mmdebstrap e2fsprogs linux-source-6.1 bc flex bison libelf-dev libssl-dev
-          make gcc binutils xz-utils ca-certificates passt)
+          make gcc binutils xz-utils ca-certificates passt chromium fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,150 @@
+"""A real JupyterLab in headless Chromium runs a whole notebook, as a person would: open it, wait for the kernel,
+Run > Run All Cells, wait for every cell, then check what the page rendered (printed text, an <img>, a live
+widget) and that no cell raised, and keep a screenshot in test-artifacts/.
+
+The harness is parametric on the kernel: the ordinary `python3` kernel runs a small notebook written here
+(it proves the harness and the widget front end without a VM); `boxlite-python` runs notebooks/quickstart.ipynb
+in a microVM.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import os
+import struct
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("BOXLITE_TEST_ARTIFACTS") or REPO / "test-artifacts")
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+@dataclass(frozen=True)
+class Case:
+    kernel: str
+    display_name: str
+    texts: tuple[str, ...]  # each must appear in the rendered outputs
+    widget: str  # CSS selector (under an output) of what the widget front end renders
+    widget_texts: tuple[str, ...]  # each must appear in the rendered widget
+    min_images: int  # <img> outputs (matplotlib or other PNGs)
+    tables: int  # rendered pandas DataFrames
+    run_timeout: float  # seconds for Run All (a BoxLite kernel boots a VM first)
+
+
+def _png(width: int = 160, height: int = 48) -> bytes:
+    """A small gradient PNG, made without matplotlib (which the host does not need)."""
+    def row(y: int) -> bytes:
+        return b"\0" + bytes(c for x in range(width) for c in (x * 255 // width, y * 255 // height, 160))
+
+    rows = b"".join(row(y) for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def harness_notebook(path: Path) -> Path:
+    """A notebook for the plain python3 kernel with the same kinds of output the quickstart has."""
+    png = base64.b64encode(_png()).decode()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Harness check\nThe browser test's own notebook, for the python3 kernel."),
+        nbformat.v4.new_code_cell('import platform\nprint("hello from", platform.python_implementation())'),
+        nbformat.v4.new_code_cell("counter = 41"),
+        nbformat.v4.new_code_cell('counter += 1\nprint(f"counter is {counter}")'),
+        nbformat.v4.new_code_cell("import base64\nfrom IPython.display import Image\n"
+                                  f'Image(data=base64.b64decode("{png}"), format="png")'),
+        nbformat.v4.new_code_cell("import ipywidgets as w\n"
+                                  'w.HTML(value="<b>cpu</b> 1.5 % &middot; guest_boot_ms 0 (a stand-in widget)")'),
+    ]
+    nbformat.write(nb, path)
+    return path
+
+
+CASES = {
+    "python3": Case(kernel="python3", display_name="Python 3 (ipykernel)",
+                    texts=("hello from CPython", "counter is 42"),
+                    widget=".jupyter-widgets", widget_texts=("cpu", "guest_boot_ms"),
+                    min_images=1, tables=0, run_timeout=60),
+    # notebooks/quickstart.ipynb; the widget is the kernel's live metrics panel (`%boxlite metrics`), whose
+    # figures are filled in from Box.metrics() (cpu, guest_boot_ms...) once the box answers.
+    "boxlite-python": Case(kernel="boxlite-python", display_name="BoxLite Python",
+                           texts=("Debian GNU/Linux 12 (bookworm)", "counter is 3", "guest_boot_ms"),
+                           widget=".jupyter-widgets .boxlite-metrics .boxlite-metric-guest_boot_ms",
+                           widget_texts=("cpu", "guest_boot_ms", "mem"),
+                           min_images=1, tables=1, run_timeout=300),
+}
+
+
+def _kernel_available(name: str) -> bool:
+    return name != "boxlite-python" or importlib.util.find_spec("codebox_kernel.kernel") is not None
+
+
+@pytest.mark.parametrize("kernel", [
+    "python3",
+    pytest.param("boxlite-python", marks=pytest.mark.vm),
+])
+def test_run_all_cells(kernel: str, jupyterlab: Any, lab_page: Any, tmp_path: Path, real_home: Path,
+                       record_property: Any) -> None:
+    case = CASES[kernel]
+    if not _kernel_available(kernel):
+        pytest.skip("the BoxLite kernel (codebox_kernel.kernel) is not there yet")
+    if kernel == "boxlite-python":
+        if not (real_home / "assets").is_dir():
+            pytest.skip(f"VM assets are not provisioned under {real_home} (run `boxlite setup`)")
+        notebook = REPO / "notebooks" / "quickstart.ipynb"
+    else:
+        notebook = harness_notebook(tmp_path / "harness.ipynb")
+
+    server = jupyterlab(kernel=kernel, notebooks=[notebook])
+    record_property("jupyterlab_start_s", round(server.startup_seconds, 2))
+
+    page = lab_page
+    shot = ARTIFACTS / f"jupyterlab-{notebook.stem}-{kernel}.png"
+    widgets = page.page.locator(f".jp-NotebookPanel:visible .jp-OutputArea-output {case.widget}")
+    t0 = t_ready = t_done = time.monotonic()
+    try:
+        page.open_notebook(server, notebook.name, timeout=60)
+        page.wait_kernel_name(case.display_name, timeout=60)
+        page.wait_kernel_idle(timeout=case.run_timeout)
+        t_ready = time.monotonic()
+        assert not any(p.strip("[]: ").isdigit() for p in page.cell_prompts()), "the notebook was run already"
+        page.run_all()
+        page.wait_all_cells_done(timeout=case.run_timeout)
+        t_done = time.monotonic()
+        # A widget view that the widget manager rendered (not the text/plain fallback a front end without
+        # the widget's model shows); the metrics panel gets its figures a moment after it is shown.
+        widgets.first.wait_for(timeout=30_000)
+    finally:  # a screenshot of whatever the page shows, failed or not
+        page.screenshot(shot)
+        record_property("screenshot", str(shot))
+        record_property("kernel_ready_s", round(t_ready - t0, 2))
+        record_property("run_all_s", round(t_done - t_ready, 2))
+        print(f"\nJupyterLab started in {server.startup_seconds:.1f} s; kernel {kernel} ready in "
+              f"{t_ready - t0:.1f} s; Run All took {t_done - t_ready:.1f} s; screenshot: {shot}")
+
+    assert page.error_outputs() == []
+    text = page.outputs_text()
+    for wanted in case.texts:
+        assert wanted in text, f"{wanted!r} not rendered; outputs:\n{text[:3000]}"
+    images = page.page.locator(".jp-NotebookPanel:visible .jp-OutputArea-output img")
+    assert images.count() >= case.min_images
+    for i in range(images.count()):  # decoded and laid out, not a broken image
+        assert images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0")
+    tables = page.page.locator(".jp-NotebookPanel:visible .jp-OutputArea-output table.dataframe")
+    assert tables.count() >= case.tables
+    widget_text = "\n".join(widgets.evaluate_all("els => els.map(e => e.closest('.jp-OutputArea-output').innerText)"))
+    for wanted in case.widget_texts:
+        assert wanted in widget_text, f"{wanted!r} not in the rendered widget: {widget_text[:2000]}"
