@@ -241,8 +241,10 @@ def jupyterlab(tmp_path: Path, real_home: Path) -> Iterator[Callable[..., LabSer
         pytest.fail("\n".join(failures))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium through Playwright's sync API. Module scope: that API drives its own event loop in this thread,
+    and while it is open anyio's pytest runner (the async tests that follow) cannot start its own."""
     executable = chromium_executable()
     if executable is None:
         pytest.skip("no chromium (Debian's `chromium` package, see scripts/setup.sh) or $BOXLITE_CHROMIUM")
