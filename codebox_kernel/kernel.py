@@ -84,6 +84,7 @@ class BoxKernel:
         self._comm_info_requests: set[str] = set()
         self._first_execute = True
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._start_lock = asyncio.Lock()
         install_host_comms(self._publish_comm)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -128,15 +129,18 @@ class BoxKernel:
         task.add_done_callback(self._tasks.discard)
 
     async def _start_box(self) -> None:
-        try:
-            codebox = await self.box.start()
-            codebox.kernel.add_listener(self._from_box)
-            self._start_error = self._broken = None
-        except BaseException as exc:  # reported to every request until `%boxlite restart`
-            log.error("the box could not be started: %s", exc)
-            self._start_error = exc
-        finally:
-            self._ready.set()
+        async with self._start_lock:  # one box at a time, whoever asks (the first requests after a stop, say)
+            if self.box.started:
+                return
+            try:
+                codebox = await self.box.start()
+                codebox.kernel.add_listener(self._from_box)
+                self._start_error = self._broken = None
+            except Exception as exc:  # reported to every request until `%boxlite restart`
+                log.error("the box could not be started: %s", exc)
+                self._start_error = exc
+            finally:
+                self._ready.set()
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
