@@ -72,7 +72,8 @@ def _cell_error(error: CodeError) -> BoxCellError:
 
 def _brief(exc: BoxliteError, *notes: str) -> BoxliteError:
     """Let IPython show a library error as one colored line (its name, message and fix) plus `notes`."""
-    lines = [f"{RED}{type(exc).__name__}{RESET}: {exc}", *notes]
+    public = next(c for c in type(exc).__mro__ if c.__module__ == "boxlite.errors")  # what users catch
+    lines = [f"{RED}boxlite.errors.{public.__name__}{RESET}: {exc}", *notes]
     exc._render_traceback_ = lambda: lines  # type: ignore[attr-defined]
     return exc
 

@@ -192,7 +192,7 @@ def test_a_timeout_raises_boxlite_timeout_and_keeps_the_state(kernel: Kernel) ->
     cell = kernel.run("%%boxlite --timeout 2\nimport time\ntime.sleep(60)")
     assert cell.status == "error" and cell.ename == "TimeoutError"
     (line,) = cell.traceback.splitlines()
-    assert line.startswith("TimeoutError: timeout: code ran longer than 2 s") and "(fix: " in line
+    assert line.startswith("boxlite.errors.TimeoutError: timeout: code ran longer than 2 s") and "(fix: " in line
     assert kernel.run("%%boxlite\nx").value == "41"
 
 
@@ -249,7 +249,7 @@ def test_a_box_whose_vm_died_fails_the_cell_and_is_forgotten(kernel: Kernel, mag
     cell = kernel.run("%%boxlite --name other\n1")
     assert cell.status == "error" and cell.ename in ("PortalError", "EngineError")
     name_message, note = cell.traceback.splitlines()
-    assert name_message.startswith(f"{cell.ename}: ") and "(fix: " in name_message
+    assert name_message.startswith(f"boxlite.errors.{cell.ename}: ") and "(fix: " in name_message
     assert note.startswith("box 'other' has ended and its variables are lost")
     assert [line.split()[0] for line in kernel.run("%boxlite list").stream("stdout").splitlines()[1:]] == ["default"]
     assert helpers.wait_until(lambda: other.id not in [info.id for info in _boxes(magic_home)], timeout=30)
