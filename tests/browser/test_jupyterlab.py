@@ -148,3 +148,42 @@ def test_run_all_cells(kernel: str, jupyterlab: Any, lab_page: Any, tmp_path: Pa
     widget_text = "\n".join(widgets.evaluate_all("els => els.map(e => e.closest('.jp-OutputArea-output').innerText)"))
     for wanted in case.widget_texts:
         assert wanted in widget_text, f"{wanted!r} not in the rendered widget: {widget_text[:2000]}"
+
+
+@pytest.mark.vm
+def test_widgets_made_in_the_box_render_and_respond(jupyterlab: Any, lab_page: Any, real_home: Path,
+                                                    record_property: Any) -> None:
+    """notebooks/widgets.ipynb on the BoxLite kernel: the slider made in the box renders on the page, a value set
+    in the box moves it and runs the box's callback, and a key pressed on the page's slider reaches the box."""
+    if not _kernel_available("boxlite-python"):
+        pytest.skip("the BoxLite kernel (codebox_kernel.kernel) is not there yet")
+    if not (real_home / "assets").is_dir():
+        pytest.skip(f"VM assets are not provisioned under {real_home} (run `boxlite setup`)")
+    notebook = REPO / "notebooks" / "widgets.ipynb"
+    server = jupyterlab(kernel="boxlite-python", notebooks=[notebook])
+    page = lab_page
+    shot = ARTIFACTS / "jupyterlab-widgets-boxlite-python.png"
+    outputs = ".jp-NotebookPanel:visible .jp-OutputArea-output"
+    try:
+        page.open_notebook(server, notebook.name, timeout=60)
+        page.wait_kernel_name("BoxLite Python", timeout=60)
+        page.wait_kernel_idle(timeout=CASES["boxlite-python"].run_timeout)
+        page.run_all()
+        page.wait_all_cells_done(timeout=CASES["boxlite-python"].run_timeout)
+        slider = page.page.locator(f"{outputs} .widget-slider").first
+        slider.wait_for(timeout=30_000)
+        # Box -> page: `slider.value = 7` in the box moved the slider and ran the observer, whose print went
+        # to an Output widget (itself a comm from the box).
+        readout = slider.locator(".widget-readout")
+        page.page.wait_for_function("el => el.innerText.trim() === '7'", arg=readout.element_handle(),
+                                    timeout=30_000)
+        page.page.locator(outputs, has_text="n = 7, n squared = 49").first.wait_for(timeout=30_000)
+        # Page -> box: a key on the slider's handle changes the value in the box, whose callback answers.
+        slider.locator(".noUi-handle").first.focus()
+        page.page.keyboard.press("ArrowRight")
+        page.page.locator(outputs, has_text="n = 8, n squared = 64").first.wait_for(timeout=30_000)
+        assert page.page.locator(f"{outputs} .widget-interact").count() >= 1  # interact() built its controls
+    finally:
+        page.screenshot(shot)
+        record_property("screenshot", str(shot))
+    assert page.error_outputs() == []
