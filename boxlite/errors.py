@@ -3,40 +3,5 @@
 Tracebacks name these classes `boxlite.errors.<Name>`; see boxlite/_errors.py for the tree.
 """
 
-from boxlite._errors import (
-    AlreadyExistsError,
-    BoxliteError,
-    ConfigError,
-    EngineError,
-    ExecError,
-    ExecutionError,
-    ImageError,
-    InternalError,
-    InvalidStateError,
-    NetworkError,
-    NotFoundError,
-    ParseError,
-    PortalError,
-    StorageError,
-    TimeoutError,
-    UnsupportedEngineError,
-)
-
-__all__ = [
-    "AlreadyExistsError",
-    "BoxliteError",
-    "ConfigError",
-    "EngineError",
-    "ExecError",
-    "ExecutionError",
-    "ImageError",
-    "InternalError",
-    "InvalidStateError",
-    "NetworkError",
-    "NotFoundError",
-    "ParseError",
-    "PortalError",
-    "StorageError",
-    "TimeoutError",
-    "UnsupportedEngineError",
-]
+from boxlite._errors import *  # noqa: F403
+from boxlite._errors import __all__ as __all__

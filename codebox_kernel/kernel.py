@@ -275,7 +275,7 @@ class BoxKernel:
         pending = self.pending.get(parent_id) if parent_id else None
         if item.channel == "iopub":
             if pending is not None and pending.timed_out and item.msg_type == "error":
-                msg = {**msg, "content": self._timeout_content(pending)}
+                msg = {**msg, "content": self._timeout_content()}
             self.frontend.send("iopub", msg)
         elif item.channel == "stdin":
             if pending is not None:
@@ -286,7 +286,7 @@ class BoxKernel:
             if item.msg_type == "execute_reply":
                 self.execution_count = int(content.get("execution_count") or self.execution_count)
                 if pending.timed_out and content.get("status") == "error":
-                    content.update(self._timeout_content(pending))
+                    content.update(self._timeout_content())
             elif item.msg_type == "kernel_info_reply":
                 banner = str(content.get("banner", ""))
                 content["banner"] = f"BoxLite Python: IPython in box {self.box.name}.\n{banner}"
@@ -341,7 +341,7 @@ class BoxKernel:
                             fix="raise the timeout (BOXLITE_KERNEL_TIMEOUT or the kernelspec's --timeout), "
                                 "or make the cell finish sooner")
 
-    def _timeout_content(self, pending: Pending) -> dict[str, Any]:
+    def _timeout_content(self) -> dict[str, Any]:
         return error_content(self._timeout_error(restarted=False))
 
     async def _interrupt_box(self) -> None:

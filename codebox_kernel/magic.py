@@ -19,7 +19,6 @@ import concurrent.futures
 import contextlib
 import functools
 import getpass
-import os
 import queue
 import re
 import shlex
@@ -35,6 +34,7 @@ from IPython.display import publish_display_data
 
 import boxlite
 from boxlite import BoxliteError, CodeBox, CodeError, EngineError, PortalError, Result
+from codebox_kernel.watchdog import alive
 
 __all__ = ["BoxCellError", "BoxliteMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -440,19 +440,7 @@ async def _infos(codeboxes: list[CodeBox]) -> list[Any]:
 
 def _vm_running(info: Any) -> bool:
     """Whether the box runs: its record says so and its VM process lives (the record lags a VM that died)."""
-    return info is not None and info.status == "running" and _alive(info.pid)
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return info is not None and info.status == "running" and bool(info.pid) and alive(info.pid)
 
 
 def _state(info: Any) -> str:

@@ -224,17 +224,29 @@ async def test_install_packages_then_import_in_the_running_kernel(cb: boxlite.Co
 
 
 async def _request(cb: boxlite.CodeBox, channel: str, msg_type: str, content: dict[str, object],
-                   until: str) -> list[boxlite._kernel_client.KernelMessage]:
-    """Send a raw request through the bridge client; collect its messages until one of type `until`."""
+                   until: str | None = None) -> list[boxlite._kernel_client.KernelMessage]:
+    """Send a raw request through the bridge client; collect the messages it causes until one of type `until`
+    (None: until the kernel is idle again). Watched before it is sent, so nothing it causes is missed."""
     import anyio
 
     kernel = cb.kernel
-    msg = await kernel.send(channel, msg_type, content)
+    assert kernel.session is not None
+    msg = kernel.session.msg(msg_type, content)
     waiter = kernel.watch(msg["header"]["msg_id"])
     got: list[boxlite._kernel_client.KernelMessage] = []
+
+    def done() -> bool:
+        if not got:
+            return False
+        last = got[-1]
+        if until is not None:
+            return last.msg_type == until
+        return last.msg_type == "status" and last.content["execution_state"] == "idle"
+
     try:
+        await kernel.send_msg(channel, msg)
         with anyio.fail_after(60):
-            while not got or got[-1].msg_type != until:
+            while not done():
                 item = await waiter.queue.get()
                 assert isinstance(item, boxlite._kernel_client.KernelMessage), item
                 got.append(item)
@@ -278,28 +290,6 @@ async def test_raw_protocol_complete_inspect_and_comms_both_ways(cb: boxlite.Cod
     assert data[:2] == [{"opened": "from the host"}, {"echo": 42}]
 
 
-async def _until_idle(cb: boxlite.CodeBox, channel: str, msg_type: str,
-                      content: dict[str, object]) -> list[boxlite._kernel_client.KernelMessage]:
-    """Send a request through the bridge client; collect what it causes until the kernel is idle again."""
-    import anyio
-
-    kernel = cb.kernel
-    assert kernel.session is not None
-    msg = kernel.session.msg(msg_type, content)
-    waiter = kernel.watch(msg["header"]["msg_id"])
-    got: list[boxlite._kernel_client.KernelMessage] = []
-    try:
-        await kernel.send_msg(channel, msg)
-        with anyio.fail_after(60):
-            while not (got and got[-1].msg_type == "status" and got[-1].content["execution_state"] == "idle"):
-                item = await waiter.queue.get()
-                assert isinstance(item, boxlite._kernel_client.KernelMessage), item
-                got.append(item)
-    finally:
-        kernel.unwatch(msg["header"]["msg_id"], waiter)
-    return got
-
-
 async def test_ipywidgets_reach_the_front_end_and_sync_both_ways(cb: boxlite.CodeBox) -> None:
     # ipywidgets 8.1 (protocol 2.1, models 2.0.0: what JupyterLab 4 / jupyterlab_widgets 3 render) next to the
     # image's ipykernel 6.17, matplotlib and pandas.
@@ -336,7 +326,7 @@ async def test_ipywidgets_reach_the_front_end_and_sync_both_ways(cb: boxlite.Cod
     # The front end moves the slider: a comm_msg on shell, as JupyterLab sends it.
     await cb.run("s.observe(lambda change: print('value', change['old'], '->', change['new']), names='value')")
     update = {"comm_id": slider["comm_id"], "data": {"method": "update", "state": {"value": 7}, "buffer_paths": []}}
-    caused = await _until_idle(cb, "shell", "comm_msg", update)
+    caused = await _request(cb, "shell", "comm_msg", update)
     printed = "".join(m.content["text"] for m in caused if m.msg_type == "stream")
     assert printed == "value 3 -> 7\n"
     assert (await cb.run("s.value")).text == "7"
@@ -356,7 +346,7 @@ async def test_ipywidgets_reach_the_front_end_and_sync_both_ways(cb: boxlite.Cod
         cb.kernel.remove_listener(listener)
     raw = next(m.content for m in iopub if m.msg_type == "comm_open")
     assert raw["target_name"] == "boxlite-raw" and raw["data"] == {"hello": 1}
-    await _until_idle(cb, "shell", "comm_msg", {"comm_id": raw["comm_id"], "data": {"k": "v"}})
+    await _request(cb, "shell", "comm_msg", {"comm_id": raw["comm_id"], "data": {"k": "v"}})
     assert (await cb.run("got")).text == "[{'k': 'v'}]"
 
 
