@@ -25,7 +25,9 @@ from pathlib import Path
 
 import boxlite
 from boxlite._metrics import box_process_ids, process_rss_bytes
-from boxlite.engine import VmSpec, detect_accel, qemu_argv
+from boxlite.engine import VmSpec, detect_accel
+from boxlite.engine.descriptors import OpenedDescriptors
+from boxlite.engine.qemu import qemu_launch
 from boxlite.provision import find_assets
 
 
@@ -41,18 +43,22 @@ def floor_boot_s(runtime: boxlite.Boxlite, image_disk: Path, memory_mib: int = 5
         subprocess.run([str(assets.qemu_img), "create", "-q", "-f", "qcow2", "-b", str(image_disk), "-F", "raw",
                         str(disk)], check=True)
         spec = VmSpec(qemu=assets.qemu, kernel=assets.kernel, guest_root=assets.guest_root, box_disk=disk,
-                      box_dir=box_dir, accel=detect_accel(runtime.options.accel), cpus=1, memory_mib=memory_mib,
-                      hostname="floor", ready_port=2696, vhost_user_socket=None, tsc_khz=runtime._tsc_khz())
-        argv = qemu_argv(spec)
-        # No vsock device: the floor needs none. python3 replaces the agent as init and prints on the console.
-        i = argv.index("vhost-vsock-device,guest-cid=3")
-        del argv[i - 1:i + 1]
+                      box_disk_backing=image_disk, box_dir=box_dir, accel=detect_accel(runtime.options.accel),
+                      cpus=1, memory_mib=memory_mib, hostname="floor", ready_port=2696, vhost_user_socket=None,
+                      tsc_khz=runtime._tsc_khz(), transport="serial")
+        launch = qemu_launch(spec)
+        argv = launch.argv
+        # python3 replaces the agent as init and prints on the console (its portal port stays unused).
         append = argv.index("-append") + 1
         argv[append] = argv[append].replace("init=/sbin/boxlite-init", "init=/sbin/boxlite-floor")
         console = argv.index("chardev:console")
         argv[console - 3:console + 1] = ["-serial", "stdio"]
+        descriptors = OpenedDescriptors()
+        descriptors.open(launch.descriptors)
+        argv, fds = descriptors.spawn_args(argv)
         start = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, pass_fds=fds, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        descriptors.close_passed()
         assert proc.stdout is not None
         try:
             for line in proc.stdout:
@@ -62,6 +68,7 @@ def floor_boot_s(runtime: boxlite.Boxlite, image_disk: Path, memory_mib: int = 5
         finally:
             proc.kill()
             proc.wait()
+            descriptors.close()
 
 
 async def exec_ms(box: boxlite.Box, *argv: str) -> float:

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from bench_core import floor_boot_s
 
 import boxlite
 from boxlite._metrics import box_process_ids, process_rss_bytes
-from boxlite.engine.qmp import Qmp, QmpError
+from boxlite.engine.qmp import Qmp
 
 MEMORY_MIB = 256
 OPTS = boxlite.BoxOptions(memory_mib=MEMORY_MIB)
@@ -79,7 +78,9 @@ async def start_to_first_exec(runtime: boxlite.Boxlite) -> tuple[float, str]:
 
 def bare_restore_ms(template: Any) -> tuple[float, int]:
     """QEMU alone restoring the template (same argv a box uses): launch -> VM running. Returns (ms, RSS bytes)."""
-    from boxlite.engine import VmSpec, detect_accel, qemu_argv
+    from boxlite.engine import VmSpec, detect_accel
+    from boxlite.engine.descriptors import OpenedDescriptors
+    from boxlite.engine.qemu import qcow2_backing_file, qemu_launch
     from boxlite.provision import find_assets
 
     assets = find_assets(boxlite.Boxlite().home)
@@ -87,43 +88,38 @@ def bare_restore_ms(template: Any) -> tuple[float, int]:
         box_dir = Path(tmp)
         disk = box_dir / "disk.qcow2"
         disk.write_bytes((template.dir / "disk.qcow2").read_bytes())
-        serial = box_dir / "serial.sock"
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(serial))
-        listener.listen(1)
         fd = os.open(template.dir / "state", os.O_RDONLY)
         spec = VmSpec(qemu=assets.qemu, kernel=Path(template.kernel), guest_root=Path(template.guest_root),
-                      box_disk=disk, box_dir=box_dir, accel=detect_accel(None), cpus=template.cpus,
+                      box_disk=disk, box_disk_backing=qcow2_backing_file(disk), box_dir=box_dir,
+                      accel=detect_accel(None), cpus=template.cpus,
                       memory_mib=template.memory_mib, hostname="floor", ready_port=2696, vhost_user_socket=None,
-                      transport="serial", serial_socket=serial, cmdline=template.cmdline, incoming_fd=fd,
+                      transport="serial", cmdline=template.cmdline, incoming_fd=fd,
                       tsc_khz=template.tsc_khz, tb_size_mib=64,
                       # The template's machine has the default network's device; its backend is not part of
                       # the machine state, so a restricted user-mode one stands in for passt here.
                       devices=["-netdev", "user,id=net0,restrict=on", "-device", "virtio-net-device,netdev=net0"])
+        launch = qemu_launch(spec)
+        descriptors = OpenedDescriptors()
+        descriptors.open(launch.descriptors)
+        argv, fds = descriptors.spawn_args(launch.argv)
         start = time.perf_counter()
-        proc = subprocess.Popen(qemu_argv(spec), pass_fds=(fd,), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, pass_fds=(*fds, fd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(fd)
+        descriptors.close_passed()
+        conn = descriptors.take_peer("portal")
         try:
-            conn, _ = listener.accept()
-            while True:  # the socket file appears a moment before QEMU listens on it
-                try:
-                    qmp = Qmp(spec.qmp_socket)
-                    break
-                except QmpError:
-                    time.sleep(0.001)
-            with qmp:
+            with Qmp(spec.qmp_socket) as qmp:
                 while qmp.command("query-status").get("status") != "running":
                     time.sleep(0.001)
             ms = (time.perf_counter() - start) * 1000
             time.sleep(0.5)
             rss = process_rss_bytes(proc.pid) or 0
-            conn.close()
             return ms, rss
         finally:
+            conn.close()
             proc.kill()
             proc.wait()
-            listener.close()
+            descriptors.close()
 
 
 async def suite(runs: int, execs: int) -> dict[str, Any]:

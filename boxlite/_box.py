@@ -43,9 +43,9 @@ from boxlite._state import (
     BoxRecord,
     process_alive,
 )
-from boxlite.engine import Accel, VmSpec, qemu_argv, vsock_device_argv
+from boxlite.engine import Accel, VmSpec, jail
 from boxlite.engine.network import CONFIG_PORT, inline_config, launch_entry, plan_from_config
-from boxlite.engine.qemu import kernel_cmdline
+from boxlite.engine.qemu import kernel_cmdline, qcow2_backing_file, qemu_launch, vsock_device_launch
 
 if TYPE_CHECKING:
     from boxlite._runtime import Boxlite
@@ -75,6 +75,8 @@ def _virtual_size(qcow2: Path) -> int:
     with open(qcow2, "rb") as f:
         header = f.read(32)
     return int.from_bytes(header[24:32], "big") if header[:4] == b"QFI\xfb" else qcow2.stat().st_size
+
+
 STOP_TIMEOUT_S = 10.0
 
 
@@ -207,7 +209,10 @@ class Box:
         assets = rt._assets()
         accel = rt._accel()
         sockets = self.socket_dir
-        net = plan_from_config(rec.id, rec.config, sockets)
+        others = [Path(r.box_dir) / "launch.json" for r in rt._store.all() if r.status in ACTIVE and r.id != rec.id]
+        user, user_note = jail.vm_user(rec.id, jail.users_of(others), accel.name, bool(rec.config.get("volumes")))
+        net = plan_from_config(rec.id, rec.config, (user.uid, user.gid) if user else None,
+                               jail.proxy_helper() if user else None)
         transport = rt._transport()
         # Published ports and allow-lists are relayed over vsock: those boxes take the vsock portal (and so
         # cannot be snapshotted). Every other box gets its configuration on the kernel command line.
@@ -222,35 +227,43 @@ class Box:
         config_arg = f"boxlite.config={CONFIG_PORT}" if transport == "vsock" else inline_config(net)
         spec = VmSpec(
             qemu=assets.qemu, kernel=assets.kernel, guest_root=assets.guest_root,
-            box_disk=self.box_dir / "disk.qcow2", box_dir=self.box_dir, accel=accel,
+            box_disk=self.box_dir / "disk.qcow2", box_disk_backing=qcow2_backing_file(self.box_dir / "disk.qcow2"),
+            box_dir=self.box_dir, accel=accel,
             cpus=rec.config["cpus"], memory_mib=rec.config["memory_mib"], hostname=rec.id[:12],
             ready_port=READY_PORT if vhost_user else 20000 + int(rec.id[:4], 16) % 40000,
-            vhost_user_socket=sockets / "vhost.sock" if vhost_user else None,
+            vhost_user_socket=sockets / "vsock" / "vhost.sock" if vhost_user else None,
             guest_cid=3 if vhost_user else 3 + int(rec.id[:6], 16) % 1_000_000,
             tsc_khz=restore["tsc_khz"] if restore else rt._tsc_khz(), socket_dir=sockets,
-            devices=net.qemu_args, extra_cmdline=[config_arg],
-            transport=transport, serial_socket=sockets / "serial.sock",
+            devices=net.qemu_args, device_descriptors=net.descriptors, extra_cmdline=[config_arg],
+            transport=transport,
             cmdline=restore["cmdline"] if restore else None,
             # A restored VM boots nothing: a smaller translation cache keeps its host memory down.
             tb_size_mib=RESTORED_TB_SIZE_MIB if restore else VmSpec.tb_size_mib,
         )
+        qemu = qemu_launch(spec)
         plan: dict[str, Any] = {
-            "box_id": rec.id, "db": str(rt._store.path), "qemu_argv": qemu_argv(spec),
+            "box_id": rec.id, "db": str(rt._store.path), "qemu_argv": qemu.argv,
+            "descriptors": [d.to_json() for d in qemu.descriptors],
+            "vm_user": user.to_json() if user else None, "vm_user_note": user_note,
             "ready_port": spec.ready_port, "guest_cid": spec.guest_cid, "boot_timeout": rt.options.boot_timeout_s,
             "auto_remove": rec.config.get("auto_remove", False), "socket_dir": str(sockets),
             "net": launch_entry(net, CONFIG_PORT if transport == "vsock" else 0),
             "transport": transport, "hostname": spec.hostname, "restore": restore,
             # What a snapshot of this VM must record to be restored with the same machine.
-            "serial_socket": str(spec.serial_socket), "qmp_socket": str(spec.qmp_socket),
+            "qmp_socket": str(spec.qmp_socket),
             "cmdline": spec.cmdline or kernel_cmdline(spec), "cpus": spec.cpus, "memory_mib": spec.memory_mib,
             "disk_size_bytes": _virtual_size(spec.box_disk), "accel": accel.name, "kernel": str(spec.kernel),
             "guest_root": str(spec.guest_root), "tsc_khz": spec.tsc_khz,
         }
         if vhost_user:
             assert assets.vsock_device is not None and spec.vhost_user_socket is not None
-            plan["vsock_argv"] = vsock_device_argv(assets.vsock_device, spec.vhost_user_socket, sockets / "vsock.sock")
+            # The device runs as the VM's user in a directory of its own, with names relative to it.
+            device = vsock_device_launch(assets.vsock_device, Path(spec.vhost_user_socket.name), Path("vsock.sock"))
+            plan["vsock_argv"] = device.argv
+            plan["vsock_descriptors"] = [d.to_json() for d in device.descriptors]
+            plan["vsock_dir"] = str(spec.vhost_user_socket.parent)
             plan["vhost_socket"] = str(spec.vhost_user_socket)
-            plan["vsock_uds"] = str(sockets / "vsock.sock")
+            plan["vsock_uds"] = str(spec.vhost_user_socket.parent / "vsock.sock")
         return plan, accel
 
     def _start_blocking(self) -> None:

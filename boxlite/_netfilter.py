@@ -2,7 +2,7 @@
 
 passt forwards whatever destination the guest writes in a packet, 127.0.0.1 included: a box is root inside
 and can hand-craft frames (measured: a raw TCP SYN to 127.0.0.1 reached a host service through passt). So QEMU's
-network device connects to the shim, not to passt, and every frame the guest sends is checked here first.
+network device is connected to the shim, not to passt, and every frame the guest sends is checked here first.
 Only ARP and IPv4 to a destination outside 0/8, 127/8 and 169.254/16 (the host's loopback, "this host", and
 link-local services such as cloud metadata endpoints) goes on; everything else is dropped. Frames towards the
 guest are copied as they are.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 
 ETH_ARP, ETH_IPV4 = 0x0806, 0x0800
@@ -69,15 +70,13 @@ async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             dst.close()
 
 
-async def serve(listen_path: str, nat_path: str) -> asyncio.AbstractServer:
-    """Accept QEMU's connection on `listen_path` and filter it onto passt's socket `nat_path`."""
+async def join(guest: socket.socket, nat: socket.socket) -> asyncio.Task[None]:
+    """Filter the stream of QEMU's network device (`guest`) onto passt's (`nat`), both connected sockets
+    (ends of socket pairs whose other ends QEMU and passt hold); runs until either side closes."""
+    reader, writer = await asyncio.open_connection(sock=guest, limit=2 * MAX_FRAME)
+    nat_reader, nat_writer = await asyncio.open_connection(sock=nat, limit=2 * MAX_FRAME)
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            nat_reader, nat_writer = await asyncio.open_unix_connection(nat_path)
-        except OSError:
-            writer.close()
-            return
+    async def both() -> None:
         await asyncio.gather(_guest_to_nat(reader, nat_writer), _copy(nat_reader, writer))
 
-    return await asyncio.start_unix_server(handle, path=listen_path, limit=2 * MAX_FRAME)
+    return asyncio.ensure_future(both())

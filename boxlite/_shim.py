@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from boxlite._relay import NetworkSide
 from boxlite._serial_link import READY, HostLink
 from boxlite._state import FAILED, RUNNING, STOPPED, STOPPING, StateStore, host_boot_id, process_start_ticks
 from boxlite.engine import jail
+from boxlite.engine.descriptors import Descriptor, OpenedDescriptors
 
 PORTAL_PORT = 2695
 RESTORE_TIMEOUT_S = 30.0
@@ -48,6 +50,7 @@ class GuestLink:
     def __init__(self, plan: dict[str, Any]) -> None:
         self.uds = plan.get("vsock_uds")
         self.cid = int(plan.get("guest_cid", 3))
+        self.user = jail.VmUser.from_json(plan.get("vm_user"))
 
     async def connect(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self.uds:
@@ -72,6 +75,9 @@ class GuestLink:
                 os.unlink(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(path)
+            if self.user is not None:
+                # The vsock device (the VM's user) connects to it, from its directory (0700, that user's).
+                os.chown(path, self.user.uid, self.user.gid)
         else:
             sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
             sock.bind((socket.VMADDR_CID_ANY, port))
@@ -106,7 +112,9 @@ class Shim:
         self.link = GuestLink(self.plan)
         self.stop_requested = False
         self.procs: list[asyncio.subprocess.Process] = []
-        self.filter_server: asyncio.AbstractServer | None = None
+        self.user = jail.VmUser.from_json(self.plan.get("vm_user"))
+        self.descriptors = OpenedDescriptors(self.user.uid if self.user else None)
+        self.net_filter: asyncio.Task[None] | None = None
         self.serial: SerialBoot | None = SerialBoot(self) if self.plan.get("transport") == "serial" else None
 
     def report(self, event: dict[str, Any]) -> None:
@@ -117,11 +125,18 @@ class Shim:
             os.close(self.status_fd)
         self.status_fd = None
 
-    async def _spawn(self, argv: list[str], log_name: str,
-                     pass_fds: tuple[int, ...] = ()) -> asyncio.subprocess.Process:
+    async def _spawn(self, argv: list[str], log_name: str, pass_fds: tuple[int, ...] = (), as_vm_user: bool = True,
+                     cwd: str | None = None) -> asyncio.subprocess.Process:
+        """Start one of the box's processes: its descriptor placeholders filled in, only those descriptors (and
+        `pass_fds`) open in it, as the VM's user unless `as_vm_user` is False."""
+        argv, fds = self.descriptors.spawn_args(argv)
+        user: dict[str, Any] = {}
+        if as_vm_user and self.user is not None:
+            user = {"user": self.user.uid, "group": self.user.gid, "extra_groups": list(self.user.groups)}
         with open(self.box_dir / log_name, "ab") as log:
             proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                                                        stderr=log, preexec_fn=_die_with_parent, pass_fds=pass_fds)
+                                                        stderr=log, preexec_fn=_die_with_parent,
+                                                        pass_fds=fds + pass_fds, cwd=cwd, **user)
         self.procs.append(proc)
         return proc
 
@@ -129,7 +144,10 @@ class Shim:
         argv = self.plan.get("vsock_argv")
         if not argv:
             return
-        proc = await self._spawn(argv, "vsock.log")
+        # Its sockets go in a directory of the VM user's own (made first thing in run()), named relative to it:
+        # it may not enter ours. Its binary is run from a descriptor too (it may live under root's home).
+        self.descriptors.open([Descriptor.from_json(d) for d in self.plan.get("vsock_descriptors") or []])
+        proc = await self._spawn(argv, "vsock.log", cwd=self.plan["vsock_dir"])
         socket_path = Path(self.plan["vhost_socket"])
         deadline = time.monotonic() + 10
         # The device gives no readiness signal but its listening socket; it appears within milliseconds.
@@ -139,23 +157,25 @@ class Shim:
             await asyncio.sleep(0.002)
 
     async def _start_passt(self) -> None:
-        """The user-mode NAT of an `enabled` network (boxlite/engine/network.py), before QEMU connects to it."""
+        """The user-mode NAT of an `enabled` network (boxlite/engine/network.py), and the frame filter between
+        it and QEMU's network device. Frames QEMU sends before passt runs wait in the socket."""
         net = self.plan.get("net") or {}
         if not net.get("passt_argv"):
             return
-        socket_path = Path(net["passt_socket"])
-        with contextlib.suppress(FileNotFoundError):
-            socket_path.unlink()
         proc = await self._spawn(net["passt_argv"], "passt.log")
-        deadline = time.monotonic() + 10
-        while not socket_path.exists():
-            if proc.returncode is not None or time.monotonic() > deadline:
-                raise NetworkError(f"passt (the user-mode network) did not start: {_tail(self.box_dir / 'passt.log')}",
-                                   fix="check that `passt --version` runs, or use network='disabled'")
-            await asyncio.sleep(0.002)
+        await asyncio.sleep(0)
+        if proc.returncode is not None:
+            raise NetworkError(f"passt (the user-mode network) did not start: {_tail(self.box_dir / 'passt.log')}",
+                               fix="check that `passt --version` runs, or use network='disabled'")
         from boxlite import _netfilter
 
-        self.filter_server = await _netfilter.serve(net["filter_socket"], str(socket_path))
+        self.net_filter = await _netfilter.join(self.descriptors.take_peer("net"), self.descriptors.take_peer("passt"))
+
+    async def _start_volume_helpers(self) -> None:
+        """QEMU's 9p proxy helpers, one per shared directory, when QEMU runs as the VM's user. They keep the
+        caller's file rights (they serve the directory as the caller would), chrooted into the directory."""
+        for argv in (self.plan.get("net") or {}).get("helpers") or []:
+            await self._spawn(argv, "volumes.log", as_vm_user=False)
 
     async def _wait_ready(self, listener: socket.socket, qemu: asyncio.subprocess.Process) -> bytes:
         loop = asyncio.get_running_loop()
@@ -211,23 +231,29 @@ class Shim:
         self.store.update(self.box_id, shim_pid=os.getpid(), shim_start=process_start_ticks(os.getpid()),
                           boot_id=host_boot_id())
         # Limits for everything this shim starts (see engine/jail.py).
+        print(f"vm user: {self.plan.get('vm_user_note')}", file=sys.stderr, flush=True)
         jail.apply_rlimits()
         cgroup = jail.enter_cgroup(self.box_id, int(self.plan.get("memory_mib") or 512))
         qemu: asyncio.subprocess.Process | None = None
         server: asyncio.AbstractServer | None = None
         net = NetworkSide(self.plan, self.box_dir, self.link.connect, self.link.listen_socket)
         try:
+            if self.plan.get("vsock_dir"):
+                jail.private_dir(Path(self.plan["vsock_dir"]), self.user)
             net.bind()  # first: a published port in use fails the start before anything runs
             await net.serve_guest_side()
+            await self._start_vsock_device()  # before the descriptors: QEMU's is a connection to its socket
+            self.descriptors.open([Descriptor.from_json(d) for d in self.plan["descriptors"]])
             await self._start_passt()
+            await self._start_volume_helpers()
             if self.serial is not None:
                 qemu, boot = await self.serial.start()
                 server = await self._serve_portal()
                 boot_ms, boot_info = await self.serial.wait_ready(qemu)
             else:
-                await self._start_vsock_device()
                 listener = self.link.listen_socket(int(self.plan["ready_port"]))
                 qemu = await self._spawn(self.plan["qemu_argv"], "qemu.log")
+                self.descriptors.close_passed()
                 self.store.update(self.box_id, vmm_pid=qemu.pid)
                 server = await self._serve_portal()
                 ready = await self._wait_ready(listener, qemu)
@@ -252,8 +278,9 @@ class Shim:
             self.report(event)
         finally:
             net.close()
-            if self.filter_server is not None:
-                self.filter_server.close()
+            self.descriptors.close()
+            if self.net_filter is not None:
+                self.net_filter.cancel()
             if server is not None:
                 server.close()
             if self.serial is not None:
@@ -274,6 +301,10 @@ class Shim:
             for path in self.socket_dir.glob(pattern):
                 with contextlib.suppress(OSError):
                     path.unlink()
+        if self.plan.get("vsock_dir"):
+            import shutil
+
+            shutil.rmtree(self.plan["vsock_dir"], ignore_errors=True)
 
     def _record_end(self, status: str, error: str | None) -> None:
         if status == FAILED:
@@ -301,13 +332,8 @@ class SerialBoot:
         self._ready: asyncio.Future[bytes] | None = None
 
     async def start(self) -> tuple[asyncio.subprocess.Process, str]:
-        path = Path(self.plan["serial_socket"])
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(path))
-        listener.listen(1)
-        listener.setblocking(False)
+        # QEMU's portal chardev is one end of a socket pair; this is the other.
+        conn = self.shim.descriptors.take_peer("portal")
         argv = list(self.plan["qemu_argv"])
         restore = self.plan.get("restore")
         state_fd = -1
@@ -316,24 +342,14 @@ class SerialBoot:
                 state_fd = os.open(restore["state"], os.O_RDONLY)
                 argv += ["-incoming", f"fd:{state_fd}"]
             qemu = await self.shim._spawn(argv, "qemu.log", pass_fds=(state_fd,) if state_fd >= 0 else ())
+        except BaseException:
+            conn.close()
+            raise
         finally:
             if state_fd >= 0:
                 os.close(state_fd)
+            self.shim.descriptors.close_passed()
         self.shim.store.update(self.shim.box_id, vmm_pid=qemu.pid)
-        loop = asyncio.get_running_loop()
-        accept = asyncio.ensure_future(loop.sock_accept(listener))
-        exited = asyncio.ensure_future(qemu.wait())
-        try:
-            done, _ = await asyncio.wait({accept, exited}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-            if accept not in done:
-                raise RuntimeError(f"QEMU never connected the portal port: {_tail(self.shim.box_dir / 'qemu.log')}")
-        finally:
-            exited.cancel()
-            if not accept.done():
-                accept.cancel()
-            listener.close()
-            path.unlink(missing_ok=True)
-        conn, _ = accept.result()
         reader, writer = await asyncio.open_connection(sock=conn)
         self.link = HostLink(reader, writer)
         # Whatever streams the agent remembers (a template's, a previous shim's) are gone.
@@ -387,12 +403,16 @@ def _restore_request(plan: dict[str, Any]) -> bytes:
                                         machine_id=os.urandom(16).hex(), unix_time_ns=time.time_ns())
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: if the shim dies (even by SIGKILL), the kernel kills the VM with it."""
-    import ctypes
+# Loaded before any child starts: in the child, after it has become the VM's user, nothing can be imported
+# (Python's own files may be out of that user's reach).
+_prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+PR_SET_PDEATHSIG = 1
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+def _die_with_parent() -> None:
+    """In the child before exec, after it changed user (which clears the setting): if the shim dies (even by
+    SIGKILL), the kernel kills the VM with it."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _guest_boot_ms(ready: bytes) -> float | None:

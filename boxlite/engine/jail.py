@@ -1,4 +1,11 @@
-"""Limits on a box's host processes (the shim, QEMU, the vsock device, passt), so one box cannot starve the host.
+"""The jail of a box's host processes (QEMU, the vsock device, passt): whose they are and what they may use.
+
+- A user of their own: when boxlite runs as root, every VM process of a box runs as an unprivileged user and
+  group made for that box (a number from a reserved range, no /etc/passwd entry, no supplementary groups but
+  /dev/kvm's), so it can open nothing of ours by name, signal or trace no other box's processes, and owns no
+  file but what the box hands it. The files and sockets it needs come as descriptors
+  (boxlite/engine/descriptors.py). QEMU's `-runas` cannot be used: its own `elevateprivileges=deny` seccomp
+  rule kills it (SIGSYS), so the shim starts it as that user.
 
 - Resource limits, inherited by everything the shim starts: no core dumps (a crashing VMM would write the guest's
   memory to the host's disk) and a bounded number of open files.
@@ -11,10 +18,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
+import shutil
+import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 GROUP = "boxlite"
@@ -23,6 +35,85 @@ TASKS = 512
 # QEMU's own memory beside the guest's RAM: the TCG translation cache (128 MiB), its heap, thread stacks; the
 # shim, the vsock device and passt add about 50 MiB.
 OVERHEAD_MIB = 384
+# The users boxes run as: 2^20 numbers from 0x70000000 up, a range no distribution or container tool hands out
+# (systemd's container ranges end below it). BOXLITE_JAIL_UID_BASE moves it; BOXLITE_JAIL=off turns it off.
+UID_BASE = 0x70000000
+UID_SLOTS = 1 << 20
+PROXY_HELPERS = ("/usr/lib/qemu/virtfs-proxy-helper", "/usr/libexec/virtfs-proxy-helper")
+
+
+@dataclass(frozen=True)
+class VmUser:
+    """Who a box's VM processes run as."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"uid": self.uid, "gid": self.gid, "groups": list(self.groups)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> VmUser | None:
+        return None if not data else cls(int(data["uid"]), int(data["gid"]), tuple(data.get("groups") or ()))
+
+
+def uid_base() -> int:
+    value = os.environ.get("BOXLITE_JAIL_UID_BASE", "")
+    return int(value, 0) if value.strip() else UID_BASE
+
+
+def vm_user(box_id: str, taken: Iterable[int], accel: str, volumes: bool) -> tuple[VmUser | None, str]:
+    """The user a box's VM processes run as, or None (they run as the caller) and why."""
+    if os.geteuid() != 0:
+        return None, "boxlite does not run as root: the VM runs as the calling user"
+    if os.environ.get("BOXLITE_JAIL", "").lower() in ("0", "off", "no", "false"):
+        return None, "BOXLITE_JAIL=off: the VM runs as root"
+    if volumes and proxy_helper() is None:
+        return None, ("the box shares host directories and QEMU's virtfs-proxy-helper is not installed: "
+                      "the VM runs as root to serve them")
+    groups: tuple[int, ...] = ()
+    if accel == "kvm":
+        kvm = os.stat("/dev/kvm")
+        if kvm.st_mode & (stat.S_IRGRP | stat.S_IWGRP) != (stat.S_IRGRP | stat.S_IWGRP):
+            return None, "/dev/kvm is not read-write for its group: the VM runs as root to use KVM"
+        groups = (kvm.st_gid,)
+    base, taken = uid_base(), set(taken)
+    start = int(box_id[:5], 16) % UID_SLOTS
+    for step in range(UID_SLOTS):
+        uid = base + (start + step) % UID_SLOTS
+        if uid not in taken:
+            return VmUser(uid, uid, groups), f"the VM runs as uid {uid}"
+    return None, "every jail uid is taken: the VM runs as root"
+
+
+def users_of(launch_files: Iterable[Path]) -> set[int]:
+    """The uids recorded in other boxes' launch plans (those are taken while those boxes run)."""
+    uids = set()
+    for path in launch_files:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            user = json.loads(path.read_text()).get("vm_user")
+            if user:
+                uids.add(int(user["uid"]))
+    return uids
+
+
+def proxy_helper() -> Path | None:
+    """QEMU's 9p proxy helper (QEMU up to 8.0 ships it), which serves a shared directory to an unprivileged QEMU."""
+    for candidate in (os.environ.get("BOXLITE_VIRTFS_PROXY_HELPER", ""), *PROXY_HELPERS,
+                      shutil.which("virtfs-proxy-helper") or ""):
+        if candidate and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    return None
+
+
+def private_dir(path: Path, user: VmUser | None) -> Path:
+    """A 0700 directory owned by the VM's user (for the vsock device's sockets); its parents stay ours."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    if user is not None:
+        os.chown(path, user.uid, user.gid)
+    path.chmod(0o700)
+    return path
 
 
 def apply_rlimits() -> None:

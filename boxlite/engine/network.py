@@ -9,7 +9,12 @@
 - `disabled`: no network device, no relay.
 - ports: the shim listens on the host and relays each connection over vsock to the agent, which connects to
   the guest port on the box's loopback. This works in every network mode.
-- volumes: virtio-9p (`-fsdev local`), read-only ones with `readonly=on` so QEMU itself refuses writes.
+- volumes: virtio-9p, read-only ones with `readonly=on` so QEMU itself refuses writes. When QEMU runs as the
+  box's own unprivileged user (boxlite/engine/jail.py), it cannot open the shared directory: QEMU's 9p "proxy"
+  driver hands every file operation to `virtfs-proxy-helper`, which runs with the caller's file rights,
+  chrooted into the shared directory. Otherwise QEMU serves it itself (`-fsdev local`).
+
+QEMU, passt and the helpers get their sockets as descriptors (boxlite/engine/descriptors.py), never by path.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from boxlite._netopts import HOST_ALIAS, NetworkSpec, PortSpec, VolumeSpec
+from boxlite.engine.descriptors import PAIR, Descriptor, fd, peer
 
 # vsock ports between the shim and the agent (2695 portal, 2696 readiness are taken).
 CONFIG_PORT = 2697  # guest -> host: the agent fetches its network and volume configuration
@@ -41,17 +47,20 @@ class NetPlan:
     """Everything the shim and the VM need for one box's network and volumes."""
 
     qemu_args: list[str]
+    # The descriptors qemu_args, passt_argv and helpers refer to.
+    descriptors: list[Descriptor]
     passt_argv: list[str] | None
-    passt_socket: Path | None
+    # Processes that serve QEMU's volumes (9p proxy helpers), started before QEMU.
+    helpers: list[list[str]]
     guest_config: dict[str, Any]
     rules: list[dict[str, Any]]
     ports: list[dict[str, Any]]
 
 
-def passt_argv(binary: Path, socket: Path, uid: int, gid: int) -> list[str]:
-    # --runas: started as root, passt would switch to `nobody`, who cannot bind in the box's socket directory
-    # (under root's home, say); it isolates itself in namespaces and a seccomp filter either way.
-    return [str(binary), "--runas", f"{uid}:{gid}", "--foreground", "--quiet", "--one-off", "--socket", str(socket),
+def passt_argv(binary: Path, uid: int, gid: int) -> list[str]:
+    # --runas: the box's own user (or the caller); passt isolates itself in namespaces and a seccomp filter too.
+    # --fd: its end of a socket pair whose other end is the shim's frame filter.
+    return [str(binary), "--runas", f"{uid}:{gid}", "--foreground", "--quiet", "--one-off", "--fd", fd("passt"),
             "--ipv4-only", "--no-map-gw", "--address", GUEST_ADDRESS, "--netmask", str(GUEST_PREFIX),
             "--gateway", GATEWAY, "--dns-forward", DNS, "--mtu", str(MTU), "--tcp-ports", "none", "--udp-ports", "none",
             "--no-dhcp", "--no-ndp", "--no-dhcpv6", "--no-ra"]
@@ -62,14 +71,24 @@ def _mac(box_id: str) -> str:
     return "52:54:00:" + ":".join(tail[i:i + 2] for i in (0, 2, 4))
 
 
-def volume_args(volumes: list[VolumeSpec]) -> list[str]:
+def volume_args(volumes: list[VolumeSpec], proxy_helper: Path | None = None
+                ) -> tuple[list[str], list[Descriptor], list[list[str]]]:
+    """QEMU's arguments for the shared directories; with `proxy_helper`, also the helpers that serve them."""
     args: list[str] = []
+    descriptors: list[Descriptor] = []
+    helpers: list[list[str]] = []
     for i, vol in enumerate(volumes):
-        fsdev = f"local,id=vol{i},path={_qemu_escape(vol.host_path)},security_model=none"
+        if proxy_helper is None:
+            fsdev = f"local,id=vol{i},path={_qemu_escape(vol.host_path)},security_model=none"
+        else:
+            name = f"vol{i}"
+            descriptors.append(Descriptor(name, PAIR))
+            fsdev = f"proxy,id=vol{i},sock_fd={fd(name)}"
+            helpers.append([str(proxy_helper), "--nodaemon", "--path", vol.host_path, "--fd", peer(name)])
         if vol.read_only:
             fsdev += ",readonly=on"
         args += ["-fsdev", fsdev, "-device", f"virtio-9p-device,fsdev=vol{i},mount_tag=vol{i}"]
-    return args
+    return args, descriptors, helpers
 
 
 def _qemu_escape(value: str) -> str:
@@ -98,7 +117,10 @@ def rule_table(network: NetworkSpec) -> list[dict[str, Any]]:
 
 
 def plan_network(box_id: str, network: NetworkSpec, ports: list[PortSpec], volumes: list[VolumeSpec],
-                 socket_dir: Path, passt: Path | None) -> NetPlan:
+                 passt: Path | None, user: tuple[int, int] | None = None,
+                 proxy_helper: Path | None = None) -> NetPlan:
+    """`user`: the (uid, gid) the VM's processes run as (None: the caller's); `proxy_helper`: serve volumes
+    through virtfs-proxy-helper (QEMU cannot open them itself)."""
     devices = len(volumes) + (network.kind == "nat")
     if devices > MAX_DEVICES:
         from boxlite._errors import ConfigError
@@ -106,9 +128,8 @@ def plan_network(box_id: str, network: NetworkSpec, ports: list[PortSpec], volum
         raise ConfigError(f"a box takes at most {MAX_DEVICES} volumes, or {MAX_DEVICES - 1} with network "
                           f"'enabled' and no allow_net (asked: {len(volumes)} volumes)",
                           fix="share one parent directory instead of several, or use fewer volumes")
-    qemu_args = volume_args(volumes)
+    qemu_args, descriptors, helpers = volume_args(volumes, proxy_helper)
     passt_cmd: list[str] | None = None
-    passt_socket: Path | None = None
     kind = network.kind
     if kind == "nat":
         if passt is None:
@@ -116,10 +137,12 @@ def plan_network(box_id: str, network: NetworkSpec, ports: list[PortSpec], volum
 
             raise NetworkError("network mode 'enabled' needs passt, which is not installed",
                                fix="apt-get install passt, or create the box with network='disabled'")
-        # QEMU connects to the shim's frame filter (boxlite/_netfilter.py), which connects to passt.
-        passt_socket = socket_dir / "passt.sock"
-        passt_cmd = passt_argv(passt, passt_socket, os.getuid(), os.getgid())
-        qemu_args += ["-netdev", f"stream,id=net0,server=off,addr.type=unix,addr.path={socket_dir / 'net.sock'}",
+        # QEMU's network device and passt each get one end of a socket pair; the shim's frame filter
+        # (boxlite/_netfilter.py) holds the other two and passes on what it allows.
+        uid, gid = user or (os.getuid(), os.getgid())
+        passt_cmd = passt_argv(passt, uid, gid)
+        descriptors += [Descriptor("net", PAIR), Descriptor("passt", PAIR)]
+        qemu_args += ["-netdev", f"stream,id=net0,server=off,addr.type=fd,addr.str={fd('net')}",
                       "-device", f"virtio-net-device,netdev=net0,mac={_mac(box_id)}"]
     rules = rule_table(network) if kind == "allowlist" else []
     net: dict[str, Any] = {"kind": kind}
@@ -135,11 +158,12 @@ def plan_network(box_id: str, network: NetworkSpec, ports: list[PortSpec], volum
         "egress_port": EGRESS_PORT, "publish_port": PUBLISH_PORT,
     }
     port_list = [p.model_dump() for p in ports]
-    return NetPlan(qemu_args=qemu_args, passt_argv=passt_cmd, passt_socket=passt_socket,
+    return NetPlan(qemu_args=qemu_args, descriptors=descriptors, passt_argv=passt_cmd, helpers=helpers,
                    guest_config=guest_config, rules=rules, ports=port_list)
 
 
-def plan_from_config(box_id: str, config: dict[str, Any], socket_dir: Path) -> NetPlan:
+def plan_from_config(box_id: str, config: dict[str, Any], user: tuple[int, int] | None = None,
+                     proxy_helper: Path | None = None) -> NetPlan:
     """The NetPlan of a box from its stored configuration. Volumes are checked again: a shared directory
     removed since the box was created fails the start with a ConfigError."""
     import shutil
@@ -155,7 +179,7 @@ def plan_from_config(box_id: str, config: dict[str, Any], socket_dir: Path) -> N
     except ValueError as exc:
         raise ConfigError(str(exc), fix="recreate the directory, or remove the box and create it again") from None
     passt = shutil.which("passt")
-    return plan_network(box_id, network, ports, volumes, socket_dir, Path(passt) if passt else None)
+    return plan_network(box_id, network, ports, volumes, Path(passt) if passt else None, user, proxy_helper)
 
 
 def inline_config(plan: NetPlan) -> str:
@@ -170,6 +194,4 @@ def inline_config(plan: NetPlan) -> str:
 def launch_entry(plan: NetPlan, config_port: int = CONFIG_PORT) -> dict[str, Any]:
     """What the shim needs (the `net` entry of launch.json); config_port 0: the configuration is inline."""
     return {"guest_config": plan.guest_config, "config_port": config_port, "rules": plan.rules,
-            "ports": plan.ports, "passt_argv": plan.passt_argv,
-            "passt_socket": str(plan.passt_socket) if plan.passt_socket else None,
-            "filter_socket": str(plan.passt_socket.with_name("net.sock")) if plan.passt_socket else None}
+            "ports": plan.ports, "passt_argv": plan.passt_argv, "helpers": plan.helpers}

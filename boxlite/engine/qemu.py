@@ -6,11 +6,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from boxlite.engine.accel import Accel
+from boxlite.engine.descriptors import (
+    CONNECT,
+    DEVICE,
+    KERNEL,
+    LISTEN,
+    LOG,
+    PAIR,
+    PROGRAM,
+    READ,
+    READ_WRITE,
+    Descriptor,
+    FdSets,
+    fd,
+)
 
 GUEST_CID = 3
 # Bump whenever the machine (its devices, their options, the kernel parameters) changes: snapshots of another
 # machine version cannot be restored (their key includes it).
-MACHINE_VERSION = "2"
+MACHINE_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -28,16 +42,20 @@ class VmSpec:
     # None: the host kernel's vhost-vsock (guest CID `guest_cid`); else the vhost-user device's socket.
     vhost_user_socket: Path | None
     guest_cid: int = GUEST_CID
+    # The raw image disk the box's qcow2 overlay is backed by (None: the overlay stands alone).
+    box_disk_backing: Path | None = None
     tsc_khz: int | None = None
     # Where unix sockets go (paths are limited to 108 bytes); the box directory when None.
     socket_dir: Path | None = None
     extra_cmdline: list[str] = field(default_factory=list)
-    # More devices (network, shared folders: boxlite/engine/network.py), as QEMU arguments.
+    # More devices (network, shared folders: boxlite/engine/network.py), as QEMU arguments, and the
+    # descriptors they refer to.
     devices: list[str] = field(default_factory=list)
+    device_descriptors: list[Descriptor] = field(default_factory=list)
     # "vsock": the portal on vsock (vhost_user_socket or the kernel's); "serial": on a virtio-serial port whose
-    # chardev connects to serial_socket. Only "serial" VMs can be snapshotted (vhost-user vsock is unmigratable).
+    # chardev is one end of a socket pair whose other end the shim keeps. Only "serial" VMs can be snapshotted
+    # (vhost-user vsock is unmigratable).
     transport: str = "vsock"
-    serial_socket: Path | None = None
     # Restore a snapshot: QEMU reads the migration stream from this inherited descriptor, then runs.
     incoming_fd: int | None = None
     # The kernel command line, when it must be exactly a snapshot's (None: made from this spec).
@@ -52,6 +70,21 @@ class VmSpec:
     @property
     def qmp_socket(self) -> Path:
         return (self.socket_dir or self.box_dir) / "qmp.sock"
+
+
+def qcow2_backing_file(qcow2: Path) -> Path | None:
+    """The file a qcow2 overlay is backed by, from its header (bytes 8-19: offset and length of the name).
+    Box overlays are always made over a raw image disk (`qemu-img create -F raw`)."""
+    with open(qcow2, "rb") as f:
+        header = f.read(20)
+        if header[:4] != b"QFI\xfb":
+            return None
+        offset, length = int.from_bytes(header[8:16], "big"), int.from_bytes(header[16:20], "big")
+        if not offset or not length:
+            return None
+        f.seek(offset)
+        name = f.read(length).decode()
+    return qcow2.parent / name  # a relative name is relative to the overlay; an absolute one stays as it is
 
 
 def kernel_cmdline(spec: VmSpec) -> str:
@@ -70,8 +103,25 @@ def kernel_cmdline(spec: VmSpec) -> str:
     return " ".join(args + spec.extra_cmdline)
 
 
-def qemu_argv(spec: VmSpec) -> list[str]:
+@dataclass(frozen=True)
+class QemuLaunch:
+    """QEMU's command line (with descriptor placeholders) and the descriptors the shim opens for it."""
+
+    argv: list[str]
+    descriptors: list[Descriptor]
+
+
+def qemu_launch(spec: VmSpec) -> QemuLaunch:
+    """QEMU reaches every file and socket of the box through a descriptor (boxlite/engine/descriptors.py), so
+    it needs no access to any path of ours and can run as a user of its own."""
     vhost_user = spec.transport == "vsock" and spec.vhost_user_socket is not None
+    files: list[Descriptor] = []
+    sets = FdSets()
+
+    def in_set(name: str, kind: str, path: Path) -> str:
+        files.append(Descriptor(name, kind, str(path)))
+        return sets.add(name)
+
     mem = f"{spec.memory_mib}M"
     machine = "microvm,acpi=off,rtc=on"
     argv = [str(spec.qemu), "-name", f"boxlite-{spec.hostname}", "-nodefaults", "-no-user-config", "-no-reboot",
@@ -87,38 +137,66 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         argv += ["-object", f"memory-backend-memfd,id=mem,size={mem},share=on"]
         machine += ",memory-backend=mem"
     argv += ["-M", machine]
-    argv += ["-kernel", str(spec.kernel), "-append", spec.cmdline or kernel_cmdline(spec)]
-    argv += ["-chardev", f"file,id=console,path={spec.console_log}", "-serial", "chardev:console"]
-    argv += ["-drive", f"id=sys,file={spec.guest_root},format=raw,if=none,readonly=on",
-             "-device", "virtio-blk-device,drive=sys"]
-    argv += ["-drive", f"id=box,file={spec.box_disk},format=qcow2,if=none,discard=unmap",
-             "-device", "virtio-blk-device,drive=box"]
+    files.append(Descriptor("kernel", KERNEL, str(spec.kernel)))
+    argv += ["-kernel", f"/proc/self/fd/{fd('kernel')}", "-append", spec.cmdline or kernel_cmdline(spec)]
+    devices = ["-chardev", f"file,id=console,path={in_set('console', LOG, spec.console_log)}",
+               "-serial", "chardev:console"]
+    devices += ["-blockdev", f"driver=file,node-name=sys-file,filename={in_set('sys', READ, spec.guest_root)},"
+                "read-only=on",
+                "-blockdev", "driver=raw,node-name=sys,file=sys-file,read-only=on",
+                "-device", "virtio-blk-device,drive=sys"]
+    # The overlay's backing file is given explicitly: QEMU would otherwise open the name in its header.
+    backing = ""
+    if spec.box_disk_backing is not None:
+        devices += ["-blockdev", f"driver=file,node-name=base-file,"
+                    f"filename={in_set('base', READ, spec.box_disk_backing)},read-only=on",
+                    "-blockdev", "driver=raw,node-name=base,file=base-file,read-only=on"]
+        backing = ",backing=base"
+    devices += ["-blockdev", f"driver=file,node-name=box-file,filename={in_set('box', READ_WRITE, spec.box_disk)},"
+                "discard=unmap",
+                "-blockdev", f"driver=qcow2,node-name=box,file=box-file{backing},discard=unmap",
+                "-device", "virtio-blk-device,drive=box"]
     if spec.transport == "serial":
-        if spec.serial_socket is None:
-            raise ValueError("the serial transport needs serial_socket")
-        # QEMU connects to the shim's listening socket at startup (server=off): no race, no retry.
-        argv += ["-device", "virtio-serial-device,max_ports=2",
-                 "-chardev", f"socket,id=portal,path={spec.serial_socket},server=off",
-                 "-device", "virtserialport,chardev=portal,name=boxlite.portal"]
+        files.append(Descriptor("portal", PAIR))
+        devices += ["-device", "virtio-serial-device,max_ports=2",
+                    "-chardev", f"socket,id=portal,fd={fd('portal')}",
+                    "-device", "virtserialport,chardev=portal,name=boxlite.portal"]
     elif vhost_user:
-        argv += ["-chardev", f"socket,id=vsock,path={spec.vhost_user_socket}",
-                 "-device", "vhost-user-vsock-device,chardev=vsock"]
+        # The shim connects to the device's socket (the device is up by then) and hands QEMU the connection.
+        files.append(Descriptor("vhost-user", CONNECT, str(spec.vhost_user_socket)))
+        devices += ["-chardev", f"socket,id=vsock,fd={fd('vhost-user')}",
+                    "-device", "vhost-user-vsock-device,chardev=vsock"]
     else:
-        argv += ["-device", f"vhost-vsock-device,guest-cid={spec.guest_cid}"]
+        files.append(Descriptor("vhost", DEVICE, "/dev/vhost-vsock"))
+        devices += ["-device", f"vhost-vsock-device,guest-cid={spec.guest_cid},vhostfd={fd('vhost')}"]
     # Entropy from the host: without it the guest's first getrandom() blocks for a second or more under TCG.
-    argv += ["-object", "rng-random,id=rng,filename=/dev/urandom", "-device", "virtio-rng-device,rng=rng"]
+    devices += ["-object", "rng-random,id=rng,filename=/dev/urandom", "-device", "virtio-rng-device,rng=rng"]
     if spec.devices:
         # Without ACPI, microvm has 8 virtio-mmio transports on IRQs 5-12, filled from the top; the fifth device
         # lands on IRQ 8, the RTC's, and its driver fails to probe ("Flags mismatch irq 8"). A device no
         # driver of ours claims (no SCSI in the guest kernel) takes that slot.
-        argv += ["-device", "virtio-scsi-device,id=rtc-irq-hole"]
-    argv += spec.devices
-    argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
-    argv += ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
+        devices += ["-device", "virtio-scsi-device,id=rtc-irq-hole"]
+    devices += spec.devices
+    files += spec.device_descriptors
+    # QMP on a socket the shim binds (in the box's private directory) and QEMU only accepts on.
+    files.append(Descriptor("qmp", LISTEN, str(spec.qmp_socket)))
+    devices += ["-chardev", f"socket,id=qmp,fd={fd('qmp')},server=on,wait=off", "-mon", "chardev=qmp,mode=control"]
+    devices += ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]
     if spec.incoming_fd is not None:
-        argv += ["-incoming", f"fd:{spec.incoming_fd}"]
-    return argv
+        devices += ["-incoming", f"fd:{spec.incoming_fd}"]
+    return QemuLaunch(argv=argv + sets.args + devices, descriptors=files)
+
+
+def qemu_argv(spec: VmSpec) -> list[str]:
+    """QEMU's command line alone (placeholders unfilled)."""
+    return qemu_launch(spec).argv
 
 
 def vsock_device_argv(binary: Path, socket: Path, uds_path: Path, guest_cid: int = GUEST_CID) -> list[str]:
     return [str(binary), "--guest-cid", str(guest_cid), "--socket", str(socket), "--uds-path", str(uds_path)]
+
+
+def vsock_device_launch(binary: Path, socket: Path, uds_path: Path, guest_cid: int = GUEST_CID) -> QemuLaunch:
+    """The vhost-user vsock device run from a descriptor of its binary (boxlite/engine/descriptors.py)."""
+    argv = vsock_device_argv(Path(f"/proc/self/fd/{fd('vsock-device')}"), socket, uds_path, guest_cid)
+    return QemuLaunch(argv=argv, descriptors=[Descriptor("vsock-device", PROGRAM, str(binary))])

@@ -97,32 +97,47 @@ def test_options_survive_a_round_trip_through_the_state_database(tmp_path: Path)
 
 # -- the VM's side ----------------------------------------------------------------------------------------------
 def test_nat_plan(tmp_path: Path) -> None:
-    plan = plan_network("abcdef123456", NetworkSpec(), [], [], tmp_path, PASST)
+    plan = plan_network("abcdef123456", NetworkSpec(), [], [], PASST, user=(1234, 5678))
     assert plan.passt_argv is not None and plan.passt_argv[0] == str(PASST)
     assert "--no-map-gw" in plan.passt_argv  # the gateway is never the host
     assert plan.passt_argv[plan.passt_argv.index("--tcp-ports") + 1] == "none"
+    assert plan.passt_argv[plan.passt_argv.index("--runas") + 1] == "1234:5678"
+    assert plan.passt_argv[plan.passt_argv.index("--fd") + 1] == "{fd:passt}"
     netdev = plan.qemu_args[plan.qemu_args.index("-netdev") + 1]
-    assert f"addr.path={tmp_path / 'net.sock'}" in netdev  # the shim's filter, not passt itself
+    # QEMU and passt each hold one end of a socket pair; the shim's filter holds the other ends.
+    assert "addr.type=fd,addr.str={fd:net}" in netdev
+    assert {(d.name, d.kind) for d in plan.descriptors} == {("net", "pair"), ("passt", "pair")}
     assert plan.guest_config["network"]["kind"] == "nat"
 
 
 def test_nat_without_passt_is_a_network_error(tmp_path: Path) -> None:
     with pytest.raises(NetworkError, match="passt"):
-        plan_network("abc", NetworkSpec(), [], [], tmp_path, None)
+        plan_network("abc", NetworkSpec(), [], [], None)
 
 
 def test_disabled_and_allowlist_have_no_network_device(tmp_path: Path) -> None:
     for spec in (NetworkSpec(mode="disabled"), NetworkSpec(allow_net=["example.org:443"])):
-        plan = plan_network("abc", spec, [], [], tmp_path, PASST)
+        plan = plan_network("abc", spec, [], [], PASST)
         assert "-netdev" not in plan.qemu_args and plan.passt_argv is None
 
 
 def test_volume_devices(tmp_path: Path) -> None:
     opts = BoxOptions(volumes=[(str(tmp_path), "/ro", "ro"), (str(tmp_path), "/rw", "rw")], network="disabled")
-    plan = plan_network("abc", opts.network, [], opts.volumes, tmp_path, None)
+    plan = plan_network("abc", opts.network, [], opts.volumes, None)
     fsdevs = [plan.qemu_args[i + 1] for i, a in enumerate(plan.qemu_args) if a == "-fsdev"]
     assert fsdevs[0].endswith(",readonly=on") and "readonly" not in fsdevs[1]
-    assert all(f"path={tmp_path}," in f for f in fsdevs)
+    assert all(f"path={tmp_path}," in f for f in fsdevs) and not plan.helpers
+
+
+def test_volumes_of_an_unprivileged_qemu_go_through_proxy_helpers(tmp_path: Path) -> None:
+    opts = BoxOptions(volumes=[(str(tmp_path), "/ro", "ro"), (str(tmp_path), "/rw", "rw")], network="disabled")
+    helper = Path("/usr/lib/qemu/virtfs-proxy-helper")
+    plan = plan_network("abc", opts.network, [], opts.volumes, None, user=(1234, 1234), proxy_helper=helper)
+    fsdevs = [plan.qemu_args[i + 1] for i, a in enumerate(plan.qemu_args) if a == "-fsdev"]
+    assert fsdevs == ["proxy,id=vol0,sock_fd={fd:vol0},readonly=on", "proxy,id=vol1,sock_fd={fd:vol1}"]
+    assert plan.helpers == [[str(helper), "--nodaemon", "--path", str(tmp_path), "--fd", "{peer:vol0}"],
+                            [str(helper), "--nodaemon", "--path", str(tmp_path), "--fd", "{peer:vol1}"]]
+    assert [(d.name, d.kind) for d in plan.descriptors] == [("vol0", "pair"), ("vol1", "pair")]
     assert plan.guest_config["volumes"] == [{"tag": "vol0", "path": "/ro", "read_only": True},
                                             {"tag": "vol1", "path": "/rw", "read_only": False}]
 
@@ -130,8 +145,8 @@ def test_volume_devices(tmp_path: Path) -> None:
 def test_too_many_devices(tmp_path: Path) -> None:
     opts = BoxOptions(volumes=[(str(tmp_path), f"/v{i}") for i in range(MAX_DEVICES)])
     with pytest.raises(ConfigError, match="at most"):
-        plan_network("abc", opts.network, [], opts.volumes, tmp_path, PASST)  # + the NAT device
-    plan_network("abc", NetworkSpec(mode="disabled"), [], opts.volumes, tmp_path, None)
+        plan_network("abc", opts.network, [], opts.volumes, PASST)  # + the NAT device
+    plan_network("abc", NetworkSpec(mode="disabled"), [], opts.volumes, None)
 
 
 def test_rule_table_gives_each_name_one_box_address() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from boxlite.engine import Accel, VmSpec, qemu_argv, vsock_device_argv
-from boxlite.engine.qemu import kernel_cmdline
+from boxlite.engine.descriptors import referenced
+from boxlite.engine.qemu import kernel_cmdline, qemu_launch, vsock_device_launch
 
 KVM = Accel("kvm", "test")
 TCG = Accel("tcg", "test")
@@ -19,7 +20,7 @@ def spec(accel: Accel = TCG, vhost_user: bool = True, **changes: object) -> VmSp
         qemu=Path("/usr/bin/qemu-system-x86_64"), kernel=Path("/a/vmlinux"), guest_root=Path("/a/guest.ext4"),
         box_disk=Path("/b/box1/disk.qcow2"), box_dir=Path("/b/box1"), accel=accel, cpus=2, memory_mib=768,
         hostname="box1", ready_port=2696, vhost_user_socket=Path("/b/box1/vhost.sock") if vhost_user else None,
-        guest_cid=3 if vhost_user else 1234, tsc_khz=2_600_000,
+        guest_cid=3 if vhost_user else 1234, tsc_khz=2_600_000, box_disk_backing=Path("/i/image.ext4"),
     )
     return dataclasses.replace(base, **changes)
 
@@ -29,12 +30,18 @@ def option(argv: list[str], flag: str) -> list[str]:
     return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag]
 
 
+def fdset_of(argv: list[str], name: str) -> str:
+    """The /dev/fdset path QEMU opens descriptor `name` by."""
+    [added] = [a for a in option(argv, "-add-fd") if a.startswith("fd={fd:" + name + "},")]
+    return "/dev/fdset/" + added.split("set=")[1].split(",")[0]
+
+
 def test_basics() -> None:
     argv = qemu_argv(spec())
     assert argv[0] == "/usr/bin/qemu-system-x86_64"
     assert option(argv, "-smp") == ["2"]
     assert option(argv, "-m") == ["768M"]
-    assert option(argv, "-kernel") == ["/a/vmlinux"]
+    assert option(argv, "-kernel") == ["/proc/self/fd/{fd:kernel}"]
     assert "-nodefaults" in argv and "-no-reboot" in argv
     assert option(argv, "-M")[0].startswith("microvm")
 
@@ -54,7 +61,7 @@ def test_vhost_user_needs_shared_memfd_memory() -> None:
     assert "share=on" in memfd[0].split(",")
     assert "size=768M" in memfd[0].split(",")
     assert "memory-backend=mem" in option(argv, "-M")[0]
-    assert "socket,id=vsock,path=/b/box1/vhost.sock" in option(argv, "-chardev")
+    assert "socket,id=vsock,fd={fd:vhost-user}" in option(argv, "-chardev")
     assert "vhost-user-vsock-device,chardev=vsock" in option(argv, "-device")
 
 
@@ -62,7 +69,7 @@ def test_kernel_vhost_vsock_has_no_memfd() -> None:
     argv = qemu_argv(spec(vhost_user=False))
     assert not any(o.startswith("memory-backend-memfd") for o in option(argv, "-object"))
     assert "memory-backend" not in option(argv, "-M")[0]
-    assert "vhost-vsock-device,guest-cid=1234" in option(argv, "-device")
+    assert "vhost-vsock-device,guest-cid=1234,vhostfd={fd:vhost}" in option(argv, "-device")
 
 
 def test_tcg() -> None:
@@ -81,19 +88,39 @@ def test_kvm() -> None:
     assert argv[i:i + 4] == ["-accel", "kvm", "-cpu", "host"]
 
 
-def test_disks() -> None:
-    drives = option(qemu_argv(spec()), "-drive")
-    system = next(d for d in drives if "id=sys" in d)
-    box = next(d for d in drives if "id=box" in d)
-    assert "file=/a/guest.ext4" in system and "readonly=on" in system and "format=raw" in system
-    assert "file=/b/box1/disk.qcow2" in box and "format=qcow2" in box
-    assert "readonly" not in box
-
-
-def test_console_and_qmp_live_in_the_box_dir() -> None:
+def test_disks_are_descriptors_with_an_explicit_backing_file() -> None:
     argv = qemu_argv(spec())
-    assert "file,id=console,path=/b/box1/console.log" in option(argv, "-chardev")
-    assert option(argv, "-qmp")[0].startswith("unix:/b/box1/qmp.sock")
+    blockdevs = option(argv, "-blockdev")
+    assert f"driver=file,node-name=sys-file,filename={fdset_of(argv, 'sys')},read-only=on" in blockdevs
+    assert "driver=raw,node-name=sys,file=sys-file,read-only=on" in blockdevs
+    assert f"driver=file,node-name=base-file,filename={fdset_of(argv, 'base')},read-only=on" in blockdevs
+    assert f"driver=file,node-name=box-file,filename={fdset_of(argv, 'box')},discard=unmap" in blockdevs
+    assert "driver=qcow2,node-name=box,file=box-file,backing=base,discard=unmap" in blockdevs
+    assert "-drive" not in argv
+    standalone = option(qemu_argv(spec(box_disk_backing=None)), "-blockdev")
+    assert "driver=qcow2,node-name=box,file=box-file,discard=unmap" in standalone
+    assert not any("base" in b for b in standalone)
+
+
+def test_every_path_is_a_descriptor() -> None:
+    """QEMU is told no path of ours: only descriptors (so it can run as a user who may open none)."""
+    for s in (spec(), spec(vhost_user=False), spec(transport="serial", incoming_fd=9)):
+        launch = qemu_launch(s)
+        text = " ".join(launch.argv[1:])
+        assert "/b/" not in text and "/a/" not in text and "/i/" not in text
+        opened = {d.name for d in launch.descriptors}
+        assert {name for _, name in referenced(launch.argv)} == opened
+        paths = {d.name: d.path for d in launch.descriptors}
+        assert paths["kernel"] == "/a/vmlinux" and paths["sys"] == "/a/guest.ext4"
+        assert paths["box"] == "/b/box1/disk.qcow2" and paths["base"] == "/i/image.ext4"
+        assert paths["console"] == "/b/box1/console.log" and paths["qmp"] == "/b/box1/qmp.sock"
+
+
+def test_console_and_qmp() -> None:
+    argv = qemu_argv(spec())
+    assert f"file,id=console,path={fdset_of(argv, 'console')}" in option(argv, "-chardev")
+    assert "socket,id=qmp,fd={fd:qmp},server=on,wait=off" in option(argv, "-chardev")
+    assert option(argv, "-mon") == ["chardev=qmp,mode=control"]
 
 
 def test_kernel_cmdline() -> None:
@@ -121,3 +148,6 @@ def test_vsock_device_argv() -> None:
     assert vsock_device_argv(Path("/bin/vd"), Path("/s/vhost.sock"), Path("/s/vsock.sock")) == [
         "/bin/vd", "--guest-cid", "3", "--socket", "/s/vhost.sock", "--uds-path", "/s/vsock.sock"]
     assert vsock_device_argv(Path("/bin/vd"), Path("/x"), Path("/y"), guest_cid=9)[2] == "9"
+    launch = vsock_device_launch(Path("/bin/vd"), Path("vhost.sock"), Path("vsock.sock"))
+    assert launch.argv[0] == "/proc/self/fd/{fd:vsock-device}"
+    assert [(d.name, d.kind, d.path) for d in launch.descriptors] == [("vsock-device", "program", "/bin/vd")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,78 @@ async def test_vm_processes_are_jailed(runtime: boxlite.Boxlite, helpers: type) 
             assert helpers.wait_until(lambda: not any(d.exists() for d in dirs), timeout=5)
     finally:
         await runtime.remove(box.id, force=True)
+
+
+def status(pid: int) -> dict[str, str]:
+    rows = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (row.partition(":") for row in rows)}
+
+
+def program(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+
+
+def open_paths(pid: int) -> set[str]:
+    """The files (not sockets, pipes or anonymous inodes) process `pid` holds open."""
+    targets = {os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")}
+    return {t for t in targets if t.startswith("/") and not t.startswith("/memfd:")}
+
+
+def vm_processes(info: boxlite.BoxInfo) -> dict[str, int]:
+    """The box's host processes by role: qemu, passt, vsock, helper (the 9p proxy helpers)."""
+    found: dict[str, int] = {}
+    for pid in box_process_ids(info.shim_pid)[1:]:
+        name = program(pid)
+        role = ("qemu" if "qemu-system" in name else "passt" if name.endswith("passt")
+                else "helper" if "virtfs-proxy-helper" in name else "vsock" if "/proc/self/fd/" in name else name)
+        found[role] = pid
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the VM processes change user only when boxlite runs as root")
+async def test_vm_processes_run_as_an_unprivileged_user_of_their_own(runtime: boxlite.Boxlite,
+                                                                    tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "root-only.txt").write_text("owned by root, mode 0600\n")
+    (shared / "root-only.txt").chmod(0o600)
+    nat = await runtime.create(boxlite.BoxOptions(network="enabled", auto_remove=False))
+    # A published port takes the vsock device; a volume takes a 9p proxy helper.
+    other = await runtime.create(boxlite.BoxOptions(network="disabled", ports=[(0, 8000, "tcp")],
+                                                    volumes=[(str(shared), "/shared", "rw")], auto_remove=False))
+    try:
+        users = set()
+        for box, roles in ((nat, {"qemu", "passt"}), (other, {"qemu", "vsock", "helper"})):
+            info = box.info()
+            procs = vm_processes(info)
+            assert roles <= set(procs), procs
+            for role in roles - {"helper"}:
+                s = status(procs[role])
+                uid = int(s["Uid"].split()[0])
+                assert uid >= 0x70000000, (role, s["Uid"])
+                assert s["Uid"].split() == [str(uid)] * 4 and s["Gid"].split() == [str(uid)] * 4, (role, s)
+                assert s["Groups"] == "" and int(s["CapEff"], 16) == 0 and int(s["CapPrm"], 16) == 0, (role, s)
+                users.add((box.id, uid))
+            # QEMU holds only this box's own files (and the shared image files), opened for it by the shim.
+            box_dir = Path(info.box_dir)
+            shared_files = {os.path.realpath(p) for d in ("assets", "images") for p in (runtime.home / d).rglob("*")}
+            for path in open_paths(procs["qemu"]):
+                assert (path.startswith(str(box_dir) + "/") or path in shared_files
+                        or path in ("/dev/null", "/dev/urandom")), path
+            # What it holds, it could not have opened: its user reaches nothing of ours by name.
+            uid = next(u for b, u in users if b == box.id)
+            for path in (box_dir / "disk.qcow2", box_dir / "console.log", runtime.home / "boxlite.db"):
+                denied = subprocess.run(["/bin/cat", str(path)], user=uid, group=uid, extra_groups=[],
+                                        capture_output=True, text=True)
+                assert denied.returncode != 0 and "Permission denied" in denied.stderr, path
+        assert len({u for _, u in users}) == 2  # one user per box: no box can signal or trace another's VM
+
+        # The 9p helper keeps the caller's file rights, inside the shared directory only (chrooted there).
+        helper = vm_processes(other.info())["helper"]
+        assert os.readlink(f"/proc/{helper}/root") == str(shared)
+        run = await other.exec("sh", ["-c", "cat /shared/root-only.txt && echo made-in-box > /shared/new.txt"])
+        assert (await run.wait()).exit_code == 0
+        assert (shared / "new.txt").read_text() == "made-in-box\n"
+    finally:
+        for box in (nat, other):
+            await runtime.remove(box.id, force=True)
