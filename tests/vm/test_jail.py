@@ -112,8 +112,10 @@ async def test_vm_processes_run_as_an_unprivileged_user_of_their_own(runtime: bo
             # What it holds, it could not have opened: its user reaches nothing of ours by name.
             uid = next(u for b, u in users if b == box.id)
             for path in (box_dir / "disk.qcow2", box_dir / "console.log", runtime.home / "boxlite.db"):
-                denied = subprocess.run(["/bin/cat", str(path)], user=uid, group=uid, extra_groups=[],
-                                        capture_output=True, text=True)
+                # setpriv, not subprocess's user=: that forks this gRPC-threaded process (and gRPC's fork
+                # handlers can crash the child); a plain spawn does not.
+                denied = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                                         "/bin/cat", str(path)], capture_output=True, text=True)
                 assert denied.returncode != 0 and "Permission denied" in denied.stderr, path
         assert len({u for _, u in users}) == 2  # one user per box: no box can signal or trace another's VM
 
