@@ -410,6 +410,24 @@ def _existing_parent(path: Path) -> Path:
     return path
 
 
+def vm_user_check(accel_choice: str) -> tuple[str, str]:
+    """Who boxes' VM processes run as (boxlite/engine/jail.py)."""
+    from boxlite.engine import jail
+
+    try:
+        accel = detect_accel(accel_choice).name
+    except BoxliteError:
+        accel = "tcg"
+    user, note = jail.vm_user("000000000000", set(), accel, volumes=False)
+    if user is None:
+        return ("ok" if os.geteuid() != 0 else "warn"), note
+    helper = jail.proxy_helper()
+    volumes = (f"shared directories through {helper}" if helper else
+               "virtfs-proxy-helper not found: boxes with volumes run QEMU as root")
+    return ("ok" if helper else "warn"), (f"each box's VM processes run as an unprivileged user of its own "
+                                           f"(uids from {jail.uid_base():#x}); {volumes}")
+
+
 def doctor_checks(home: Path, accel_choice: str) -> dict[str, dict[str, str]]:
     """Every check as {name: {"status": "ok"|"warn"|"fail", "detail": ...}}. Boots nothing, builds nothing."""
     from boxlite.images import ImageStore
@@ -439,6 +457,8 @@ def doctor_checks(home: Path, accel_choice: str) -> dict[str, dict[str, str]]:
         _check(results, "accel", status, detail)
     except BoxliteError as exc:
         _check(results, "accel", "fail", f"{exc.detail} (hardware KVM: {why})")
+
+    _check(results, "vm_user", *vm_user_check(accel_choice))
 
     vsock_dev = Path("/dev/vhost-vsock")
     user_space = installed_binary() or (home / "assets" / "vhost-device-vsock")

@@ -227,8 +227,8 @@ def test_doctor_json(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = json.loads(capsys.readouterr().out)
     assert set(report) == {"ok", "home", "checks"}
     assert report["home"] == str(home)
-    expected = {"qemu", "qemu_img", "network", "accel", "vsock", "kernel", "guest_root", "default_image", "home",
-                "disk", "templates"}
+    expected = {"qemu", "qemu_img", "network", "accel", "vm_user", "vsock", "kernel", "guest_root", "default_image",
+                "home", "disk", "templates"}
     assert set(report["checks"]) == expected
     for check in report["checks"].values():
         assert check["status"] in ("ok", "warn", "fail") and check["detail"]
@@ -244,7 +244,7 @@ def test_doctor_text(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = cli.main(["--home", str(home), "doctor"])
     out = capsys.readouterr().out.splitlines()
     assert code == 1
-    assert len(out) == 11  # one line per check
+    assert len(out) == 12  # one line per check
     assert all(line.split()[0] in ("ok", "warn", "FAIL") for line in out)
     assert any(line.startswith("FAIL") and "kernel" in line for line in out)
 

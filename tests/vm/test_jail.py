@@ -118,6 +118,11 @@ async def test_vm_processes_run_as_an_unprivileged_user_of_their_own(runtime: bo
                                          "/bin/cat", str(path)], capture_output=True, text=True)
                 assert denied.returncode != 0 and "Permission denied" in denied.stderr, path
         assert len({u for _, u in users}) == 2  # one user per box: no box can signal or trace another's VM
+        nat_uid = next(u for b, u in users if b == nat.id)
+        other_qemu = vm_processes(other.info())["qemu"]
+        signal = subprocess.run(["setpriv", f"--reuid={nat_uid}", f"--regid={nat_uid}", "--clear-groups",
+                                 "/bin/kill", "-0", str(other_qemu)], capture_output=True, text=True)
+        assert signal.returncode != 0 and "not permitted" in signal.stderr.lower(), signal
 
         # The 9p helper keeps the caller's file rights, inside the shared directory only (chrooted there).
         helper = vm_processes(other.info())["helper"]
