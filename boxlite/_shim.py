@@ -115,6 +115,7 @@ class Shim:
         self.user = jail.VmUser.from_json(self.plan.get("vm_user"))
         self.descriptors = OpenedDescriptors(self.user.uid if self.user else None)
         self.net_filter: asyncio.Task[None] | None = None
+        self.passt: asyncio.subprocess.Process | None = None
         self.serial: SerialBoot | None = SerialBoot(self) if self.plan.get("transport") == "serial" else None
 
     def report(self, event: dict[str, Any]) -> None:
@@ -162,11 +163,7 @@ class Shim:
         net = self.plan.get("net") or {}
         if not net.get("passt_argv"):
             return
-        proc = await self._spawn(net["passt_argv"], "passt.log")
-        await asyncio.sleep(0)
-        if proc.returncode is not None:
-            raise NetworkError(f"passt (the user-mode network) did not start: {_tail(self.box_dir / 'passt.log')}",
-                               fix="check that `passt --version` runs, or use network='disabled'")
+        self.passt = await self._spawn(net["passt_argv"], "passt.log")
         from boxlite import _netfilter
 
         self.net_filter = await _netfilter.join(self.descriptors.take_peer("net"), self.descriptors.take_peer("passt"))
@@ -230,8 +227,8 @@ class Shim:
         loop.add_signal_handler(signal.SIGINT, self._on_sigterm)
         self.store.update(self.box_id, shim_pid=os.getpid(), shim_start=process_start_ticks(os.getpid()),
                           boot_id=host_boot_id())
-        # Limits for everything this shim starts (see engine/jail.py).
         print(f"vm user: {self.plan.get('vm_user_note')}", file=sys.stderr, flush=True)
+        # Limits for everything this shim starts (see engine/jail.py).
         jail.apply_rlimits()
         cgroup = jail.enter_cgroup(self.box_id, int(self.plan.get("memory_mib") or 512))
         qemu: asyncio.subprocess.Process | None = None
@@ -260,6 +257,10 @@ class Shim:
                 listener.close()
                 boot_ms, boot, boot_info = _guest_boot_ms(ready), "cold", {}
             await net.serve_ports()
+            # passt gives no readiness signal on a socket pair; one that could not start has exited by now.
+            if self.passt is not None and self.passt.returncode is not None:
+                raise NetworkError(f"passt (the user-mode network) exited: {_tail(self.box_dir / 'passt.log')}",
+                                   fix="check that `passt --version` runs, or use network='disabled'")
             self.store.update(self.box_id, status=RUNNING, guest_boot_ms=boot_ms, error=None, boot=boot)
             self.report({"event": "ready", "guest_boot_ms": boot_ms, "vmm_pid": qemu.pid, "boot": boot,
                          "ports": net.published, **boot_info})

@@ -2,8 +2,8 @@
 
 - A user of their own: when boxlite runs as root, every VM process of a box runs as an unprivileged user and
   group made for that box (a number from a reserved range, no /etc/passwd entry, no supplementary groups but
-  /dev/kvm's), so it can open nothing of ours by name, signal or trace no other box's processes, and owns no
-  file but what the box hands it. The files and sockets it needs come as descriptors
+  /dev/kvm's), so it can open nothing of ours by name and signal or trace no other box's processes; it owns
+  nothing on the host but the vsock device's socket directory. The files and sockets it needs come as descriptors
   (boxlite/engine/descriptors.py). QEMU's `-runas` cannot be used: its own `elevateprivileges=deny` seccomp
   rule kills it (SIGSYS), so the shim starts it as that user.
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from boxlite.engine import Accel, VmSpec, qemu_argv, vsock_device_argv
 from boxlite.engine.descriptors import referenced
-from boxlite.engine.qemu import kernel_cmdline, qemu_launch, vsock_device_launch
+from boxlite.engine.qemu import kernel_cmdline, qcow2_backing_file, qemu_launch, vsock_device_launch
 
 KVM = Accel("kvm", "test")
 TCG = Accel("tcg", "test")
@@ -151,3 +153,15 @@ def test_vsock_device_argv() -> None:
     launch = vsock_device_launch(Path("/bin/vd"), Path("vhost.sock"), Path("vsock.sock"))
     assert launch.argv[0] == "/proc/self/fd/{fd:vsock-device}"
     assert [(d.name, d.kind, d.path) for d in launch.descriptors] == [("vsock-device", "program", "/bin/vd")]
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+def test_qcow2_backing_file_is_read_from_the_header(tmp_path: Path) -> None:
+    base = tmp_path / "image.ext4"
+    base.write_bytes(b"\0" * 65536)
+    overlay, alone = tmp_path / "disk.qcow2", tmp_path / "alone.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(overlay)], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(alone), "1M"], check=True)
+    assert qcow2_backing_file(overlay) == base
+    assert qcow2_backing_file(alone) is None
+    assert qcow2_backing_file(base) is None  # not a qcow2 at all

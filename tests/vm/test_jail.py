@@ -133,3 +133,25 @@ async def test_vm_processes_run_as_an_unprivileged_user_of_their_own(runtime: bo
     finally:
         for box in (nat, other):
             await runtime.remove(box.id, force=True)
+
+
+async def test_without_the_vm_user_qemu_still_gets_only_descriptors(runtime: boxlite.Boxlite, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path of a caller who is not root (or BOXLITE_JAIL=off): the caller's user, the same descriptors,
+    volumes served by QEMU itself."""
+    monkeypatch.setenv("BOXLITE_JAIL", "off")
+    (tmp_path / "in.txt").write_text("from the host\n")
+    box = await runtime.create(boxlite.BoxOptions(network="enabled", volumes=[(str(tmp_path), "/shared", "rw")],
+                                                  auto_remove=False))
+    try:
+        procs = vm_processes(box.info())
+        assert "helper" not in procs
+        assert status(procs["qemu"])["Uid"].split()[0] == str(os.getuid())
+        cmdline = Path(f"/proc/{procs['qemu']}/cmdline").read_bytes().decode().split("\0")
+        assert not any(box.info().box_dir in arg for arg in cmdline)  # still no path of the box's
+        run = await box.exec("sh", ["-c", "cat /shared/in.txt && echo back > /shared/out.txt"])
+        assert (await run.wait()).exit_code == 0
+        assert (tmp_path / "out.txt").read_text() == "back\n"
+        assert "vm user: BOXLITE_JAIL=off" in (Path(box.info().box_dir) / "shim.log").read_text()
+    finally:
+        await runtime.remove(box.id, force=True)
