@@ -112,7 +112,7 @@ class Shim:
         self.link = GuestLink(self.plan)
         self.stop_requested = False
         self.procs: list[asyncio.subprocess.Process] = []
-        self.user = jail.VmUser.from_json(self.plan.get("vm_user"))
+        self.user = self.link.user
         self.descriptors = OpenedDescriptors(self.user.uid if self.user else None)
         self.net_filter: asyncio.Task[None] | None = None
         self.passt: asyncio.subprocess.Process | None = None
