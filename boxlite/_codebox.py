@@ -419,5 +419,6 @@ class CodeBox(SimpleBox):
                                  env={"PIP_BREAK_SYSTEM_PACKAGES": "1"})
         output = result.stdout + result.stderr
         if result.exit_code != 0:
-            raise ExecError("pip install " + " ".join(packages), result.exit_code, output)
+            raise ExecError("pip install " + " ".join(packages), result.exit_code, output,
+                            fix="check the package names, and that the box has network (pip's output is on stderr)")
         return output

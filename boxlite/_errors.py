@@ -64,7 +64,7 @@ class ExecError(BoxliteError):
 
     prefix = "exec error"
 
-    def __init__(self, command: str, exit_code: int, stderr: str) -> None:
+    def __init__(self, command: str, exit_code: int, stderr: str, *, fix: str | None = None) -> None:
         self.command = command
         self.exit_code = exit_code
         self.stderr = stderr
@@ -72,7 +72,8 @@ class ExecError(BoxliteError):
         message = f"command {command!r} exited with code {exit_code}"
         if tail:
             message += f": {tail}"
-        super().__init__(message)
+        super().__init__(message, fix=fix or "the command itself failed: see the error's stderr and exit_code "
+                         "(check=False returns the result instead of raising)")
 
 
 class TimeoutError(BoxliteError, builtins.TimeoutError):

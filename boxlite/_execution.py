@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from boxlite._errors import PortalError
+from boxlite._errors import ExecutionError, InvalidStateError, PortalError, TimeoutError
 from boxlite._exec_args import check_tty_size
 from boxlite._portal import portal_pb2 as pb
 from boxlite._portal_client import PortalClient
@@ -46,15 +46,18 @@ class ExecResult:
 
 
 class _Stream:
-    """One output stream: chunks as they arrive, readable as bytes or as decoded lines."""
+    """One output stream: chunks as they arrive, readable as bytes or as decoded lines (once: it is not kept)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.consumed = False
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         if self.consumed:
-            raise RuntimeError("this output stream has already been read")
+            raise InvalidStateError(f"the command's {self.name} has already been read: output is delivered once",
+                                    fix="iterate each stream once and keep what you need (or use collect() or "
+                                    "SimpleBox.exec for the whole output)")
         self.consumed = True
         while (chunk := await self.chunks.get()) is not None:
             yield chunk
@@ -81,8 +84,8 @@ class Execution:
         self.id = ""
         self.pid = 0
         self._call: grpc.aio.StreamStreamCall | None = None
-        self._stdout = _Stream()
-        self._stderr = _Stream()
+        self._stdout = _Stream("stdout")
+        self._stderr = _Stream("stderr")
         self._status: asyncio.Future[ExecStatus] = asyncio.get_running_loop().create_future()
         self._reader: asyncio.Task[None] | None = None
         self._on_exit = on_exit
@@ -96,7 +99,8 @@ class Execution:
         except grpc.aio.AioRpcError as exc:
             raise self._client.error(exc, "exec") from None
         if first is grpc.aio.EOF:
-            raise PortalError(f"the agent closed the exec stream of box {self._client.box_id} without answering")
+            raise PortalError(f"the agent closed the exec stream of box {self._client.box_id} without answering",
+                              fix=self._portal_fix())
         if first.WhichOneof("kind") == "exit":
             # The command could not be started: report it as a shell would, through its output and exit code.
             if first.exit.error:
@@ -135,12 +139,17 @@ class Execution:
                 elif kind == "exit":
                     self._finish(msg.exit)
                     return
-            self._finish(None, PortalError(f"the exec stream of box {self._client.box_id} ended without an exit"))
+            self._finish(None, PortalError(f"the exec stream of box {self._client.box_id} ended without an exit",
+                                           fix=self._portal_fix()))
         except grpc.aio.AioRpcError as exc:
             self._finish(None, self._client.error(exc, "exec"))
         except asyncio.CancelledError:
-            self._finish(None, PortalError("the exec stream was cancelled"))
+            self._finish(None, PortalError(f"the exec stream of box {self._client.box_id} was cancelled (its event "
+                                           "loop is closing)", fix="wait for the command before closing the loop"))
             raise
+
+    def _portal_fix(self) -> str:
+        return f"check the box with `boxlite info {self._client.box_id}`; restart it if it stopped"
 
     def stdout(self) -> AsyncIterator[str]:
         """The command's standard output as lines (each ending in a newline, except perhaps the last)."""
@@ -157,8 +166,17 @@ class Execution:
 
     async def write_stdin(self, data: bytes | str) -> None:
         if self._stdin_closed:
-            raise ValueError("stdin is closed")
-        await self._send(pb.ExecInput(stdin=data.encode() if isinstance(data, str) else data))
+            raise InvalidStateError(f"stdin of {self._what()} is closed: close_stdin() was called",
+                                    fix="write all the input before close_stdin()")
+        if not isinstance(data, bytes | bytearray | memoryview | str):
+            raise ExecutionError(f"stdin data must be bytes or str, got {type(data).__name__}",
+                                 fix="encode it first, e.g. write_stdin(str(value))")
+        try:
+            payload = data.encode() if isinstance(data, str) else bytes(data)
+        except UnicodeEncodeError:
+            raise ExecutionError("stdin text is not valid (it holds a lone surrogate)",
+                                 fix="pass bytes, or text that can be encoded as UTF-8") from None
+        await self._send(pb.ExecInput(stdin=payload))
 
     async def close_stdin(self) -> None:
         if not self._stdin_closed:
@@ -182,14 +200,31 @@ class Execution:
 
     async def kill(self, signal: int = signals.SIGKILL) -> None:
         """Send `signal` to the command's whole process group."""
+        if isinstance(signal, bool) or not isinstance(signal, int) or not 1 <= signal < signals.NSIG:
+            raise ExecutionError(f"signal must be a signal number from 1 to {signals.NSIG - 1}, got {signal!r}",
+                                 fix="pass e.g. signal.SIGTERM")
         if self._status.done():
             return
         await self._send(pb.ExecInput(signal=int(signal)))
 
     async def wait(self, timeout: float | None = None) -> ExecStatus:
+        """The command's exit. With a timeout, boxlite.TimeoutError when it is still running by then (it keeps
+        running: kill() it, or wait again)."""
         if timeout is None:
             return await asyncio.shield(self._status)
-        return await asyncio.wait_for(asyncio.shield(self._status), timeout)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+            raise ExecutionError(f"timeout must be a number of seconds (0 or more), got {timeout!r}",
+                                 fix="pass e.g. wait(timeout=30), or None to wait for as long as it runs")
+        # asyncio.wait neither cancels the exit future nor confuses its own timeout with an error of the command.
+        await asyncio.wait([self._status], timeout=timeout)
+        if not self._status.done():
+            raise TimeoutError(f"{self._what()} is still running after {timeout:g} s",
+                               fix="wait longer, or stop it with `await execution.kill()`")
+        return self._status.result()
+
+    def _what(self) -> str:
+        return f"command {self.command[0] if self.command else '?'!r} (exec {self.id or '-'}) in box " \
+               f"{self._client.box_id}"
 
     async def collect(self) -> tuple[bytes, bytes, ExecStatus]:
         """All of stdout and stderr, and the exit (for callers that want the whole result)."""

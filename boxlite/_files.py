@@ -131,7 +131,8 @@ def member_target(name: str, top: str, root: Path) -> Path:
                              fix="this is a bug in the box's agent or a tampered box; do not trust its files")
     target = root.joinpath(*parts)
     if os.path.commonpath([os.path.abspath(target), os.path.abspath(root)]) != os.path.abspath(root):
-        raise ExecutionError(f"refusing archive member {name!r}: it would land outside {root}")
+        raise ExecutionError(f"refusing archive member {name!r}: it would land outside {root}",
+                             fix="this is a bug in the box's agent or a tampered box; do not trust its files")
     return target
 
 

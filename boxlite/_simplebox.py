@@ -128,7 +128,8 @@ class SimpleBox:
             error.result = result  # type: ignore[attr-defined]
             raise error
         if check and status.exit_code != 0:
-            raise ExecError(command, status.exit_code, result.stderr)
+            raise ExecError(command, status.exit_code, result.stderr, fix="see the error's stderr; check=False "
+                            "returns the result instead of raising")
         return result
 
     async def copy_in(self, host_path: str | os.PathLike[str], container_dest: str, *, overwrite: bool = True,

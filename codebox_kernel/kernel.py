@@ -379,7 +379,8 @@ class BoxKernel:
             await self._start_box()
             failure = self._failure()
             if failure is not None:
-                raise failure if isinstance(failure, BoxliteError) else ExecutionError(str(failure))
+                raise failure if isinstance(failure, BoxliteError) else \
+                    ExecutionError(str(failure), fix="see the kernel's log; `%boxlite restart` tries again")
             return f"started a new box {self.box.name}"
         await self.box.restart_kernel()
         return f"restarted the Python kernel in box {self.box.name} (files kept, variables gone)"

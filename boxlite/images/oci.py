@@ -161,7 +161,8 @@ class BlobReader:
 
     def read_json_blob(self, desc: Descriptor, what: str) -> dict[str, Any]:
         if desc.size > _MAX_JSON_BLOB:
-            raise ImageError(f"{what} {desc.digest} is implausibly large ({desc.size} bytes)")
+            raise ImageError(f"{what} {desc.digest} is implausibly large ({desc.size} bytes)",
+                             fix="the image is corrupt or not an image; export or pull it again")
         f, reader = self.open_blob(desc, what)
         with f:
             data = reader.read()
@@ -198,7 +199,8 @@ class OciLayout(BlobReader):
         try:
             data = (self.path / "index.json").read_bytes()
         except OSError as e:
-            raise ImageError(f"could not read {self.path / 'index.json'}: {e}") from e
+            raise ImageError(f"could not read {self.path / 'index.json'}: {e}",
+                             fix="pass the directory of an OCI image layout (it holds index.json)") from e
         return to_model(Index, parse_json(data, "index.json"), "index.json")
 
     def resolve_manifest(self) -> tuple[Descriptor, Manifest]:
@@ -218,7 +220,8 @@ def resolve_in(source: BlobReader, manifests: list[Descriptor], where: str) -> t
             desc = pick_manifest(index.manifests, f"image index {desc.digest}")
             continue
         return desc, to_model(Manifest, raw, f"manifest {desc.digest}")
-    raise ImageError(f"image indexes in {source.where} nest too deeply")
+    raise ImageError(f"image indexes in {source.where} nest too deeply",
+                     fix="export the image for one platform (an image index of manifests, not of indexes)")
 
 
 def platform_name(d: Descriptor) -> str:

@@ -173,7 +173,8 @@ class RegistryClient:
                 continue
             manifest = to_model(Manifest, raw, f"manifest of {ref.canonical}")
             return Resolved(endpoint, ref, digest, data, manifest, media_type, index_digest)
-        raise ImageError(f"failed to pull image {ref.canonical}: image indexes nest too deeply")
+        raise ImageError(f"failed to pull image {ref.canonical}: image indexes nest too deeply",
+                         fix="pull a platform-specific tag or digest of the image")
 
     def _get_manifest(self, endpoint: Endpoint, ref: Reference, reference: str) -> tuple[bytes, str]:
         path = f"/v2/{ref.repository}/manifests/{reference}"
@@ -184,7 +185,8 @@ class RegistryClient:
                 for chunk in resp.iter_bytes(CHUNK):
                     data += chunk
                     if len(data) > MAX_MANIFEST:
-                        raise ImageError(f"failed to pull image {ref.canonical}: its manifest is implausibly large")
+                        raise ImageError(f"failed to pull image {ref.canonical}: its manifest is implausibly large",
+                                         fix="the registry is not serving an image manifest; check the reference")
             except httpx.TransportError as e:
                 raise self._unreachable(endpoint, ref, e) from e
             media_type = resp.headers.get("Content-Type", "").split(";", 1)[0].strip()
@@ -211,7 +213,8 @@ class RegistryClient:
                     self._check(resp, endpoint, ref, f"blob {desc.digest}")
                     for chunk in resp.iter_bytes(CHUNK):
                         if abort is not None and abort.is_set():
-                            raise DownloadCancelledError("download cancelled because another layer failed")
+                            raise DownloadCancelledError("download cancelled because another layer failed",
+                                                         fix="see the error of the layer that failed")
                         out.write(chunk)
                         if out.count > desc.size:
                             raise ImageError(
@@ -281,6 +284,7 @@ class RegistryClient:
             raise ImageError(
                 f"failed to pull image {ref.canonical}: registry {endpoint.netloc} wants authentication this "
                 f"client does not speak ({challenge or 'no WWW-Authenticate header'})",
+                fix="pull through a mirror that allows anonymous or basic/token access (BOXLITE_REGISTRY_MIRRORS)",
             )
         token = self._fetch_token(endpoint, ref, params, scope, credentials)
         with self._lock:
@@ -319,6 +323,7 @@ class RegistryClient:
             raise ImageError(
                 f"failed to pull image {ref.canonical}: the token service {realm} answered "
                 f"{resp.status_code} {resp.reason_phrase}: {_registry_message(resp)}",
+                fix=f"check the credentials configured for {endpoint.host}, or try again later",
             )
         try:
             body: Any = resp.json()
@@ -326,7 +331,8 @@ class RegistryClient:
         except (ValueError, AttributeError):
             token = None
         if not isinstance(token, str) or not token:
-            raise ImageError(f"failed to pull image {ref.canonical}: the token service {realm} sent no token")
+            raise ImageError(f"failed to pull image {ref.canonical}: the token service {realm} sent no token",
+                             fix=f"check the credentials configured for {endpoint.host}, or try again later")
         return token
 
     def _check(self, resp: httpx.Response, endpoint: Endpoint, ref: Reference, what: str) -> None:
@@ -356,7 +362,7 @@ class RegistryClient:
             raise ImageError(text, fix="the registry is rate limiting pulls: wait, log in, or configure a mirror")
         if code >= 500:
             raise RegistryUnreachableError(text, fix="the registry is failing; try again later or configure a mirror")
-        raise ImageError(text)
+        raise ImageError(text, fix="check the image reference and the registry's address")
 
     def _auth_required(self, endpoint: Endpoint, ref: Reference, why: str) -> ImageError:
         return ImageError(

@@ -390,7 +390,7 @@ class ImageStore:
         progress(f"pulling {ref.canonical}")
         resolved = client.resolve(ref)
         if not resolved.digest.startswith("sha256:"):
-            raise ImageError(f"manifest digest {resolved.digest} is not sha256")
+            raise ImageError(f"manifest digest {resolved.digest} is not sha256", fix="pull a sha256-addressed image")
         hex_digest = resolved.digest.split(":", 1)[1]
         with self._store_lock(shared=True), file_lock(self.locks_dir / f"{hex_digest}.lock"):
             image = self._load(resolved.digest, ref.canonical)

@@ -355,7 +355,8 @@ class LayerApplier:
     def _hardlink(self, member: tarfile.TarInfo, path: str) -> None:
         target_parts = split_member_name(member.linkname, self.what)
         if not target_parts:
-            raise ImageError(f"{self.what}: hard link {member.name!r} points at the root directory")
+            raise ImageError(f"{self.what}: hard link {member.name!r} points at the root directory",
+                             fix="the layer is corrupt; export the image again")
         target_parent = self._resolve_dir(target_parts[:-1], create=False, member=member.name)
         target = os.path.join(target_parent, target_parts[-1]) if target_parent else None
         try:
@@ -368,7 +369,8 @@ class LayerApplier:
                 fix="the layer is corrupt; export the image again",
             )
         if stat.S_ISDIR(target_stat.st_mode):
-            raise ImageError(f"{self.what}: hard link {member.name!r} points at a directory {member.linkname!r}")
+            raise ImageError(f"{self.what}: hard link {member.name!r} points at a directory {member.linkname!r}",
+                             fix="the layer is corrupt; export the image again")
         if target == path:
             return
         self._replace(path, is_dir=False)
@@ -421,7 +423,8 @@ class LayerApplier:
 
     def _whiteout(self, parent_parts: list[str], name: str, member_name: str) -> None:
         if name in ("", ".", ".."):
-            raise ImageError(f"{self.what} contains an invalid whiteout {member_name!r}")
+            raise ImageError(f"{self.what} contains an invalid whiteout {member_name!r}",
+                             fix="the layer is corrupt; export the image again")
         parent = self._resolve_dir(parent_parts, create=False, member=member_name)
         if parent is None:
             return  # nothing below to hide

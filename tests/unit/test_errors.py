@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import builtins
+import importlib
+from pathlib import Path
 
 import pytest
 
@@ -86,15 +89,91 @@ def test_exec_error_carries_the_result() -> None:
     err = boxlite.ExecError("sh -c false", 3, "warning\nboom\n")
     assert isinstance(err, boxlite.BoxliteError)
     assert (err.command, err.exit_code, err.stderr) == ("sh -c false", 3, "warning\nboom\n")
-    # The last line of stderr is what explains the failure.
-    assert str(err) == "exec error: command 'sh -c false' exited with code 3: boom"
+    # The last line of stderr is what explains the failure; a fix always follows.
+    assert str(err).startswith("exec error: command 'sh -c false' exited with code 3: boom (fix: ")
+    assert err.fix and "stderr" in err.fix
+    assert boxlite.ExecError("pip install x", 1, "", fix="check the names").fix == "check the names"
 
 
 def test_exec_error_without_stderr() -> None:
-    assert str(boxlite.ExecError("false", 1, "")) == "exec error: command 'false' exited with code 1"
-    assert str(boxlite.ExecError("false", 1, "  \n")) == "exec error: command 'false' exited with code 1"
+    for stderr in ("", "  \n"):
+        assert boxlite.ExecError("false", 1, stderr).detail == "command 'false' exited with code 1"
 
 
 def test_errors_can_be_caught_by_the_base() -> None:
     with pytest.raises(boxlite.BoxliteError):
         raise boxlite.InvalidStateError("stopped")
+
+
+# -- every error the library raises carries a fix ------------------------------------------------------------------
+PACKAGES = ("boxlite", "codebox_kernel")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _modules() -> list[tuple[str, Path]]:
+    found = []
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            if path.name.endswith("_pb2.py") or path.name.endswith("_pb2_grpc.py"):
+                continue  # generated gRPC code
+            parts = path.relative_to(REPO).with_suffix("").parts
+            found.append((".".join(parts[:-1] if parts[-1] == "__init__" else parts), path))
+    return found
+
+
+def _error_class(node: ast.expr, namespace: dict[str, object]) -> type | None:
+    """The BoxliteError subclass a call's callee names in the module (ImageError, errors.ImageError), if any."""
+    obj: object
+    if isinstance(node, ast.Name):
+        obj = namespace.get(node.id)
+    elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        obj = getattr(namespace.get(node.value.id), node.attr, None)
+    else:
+        return None
+    return obj if isinstance(obj, type) and issubclass(obj, boxlite.BoxliteError) else None
+
+
+def _local_imports(tree: ast.Module) -> dict[str, object]:
+    """Names imported inside functions (`from boxlite._errors import ConfigError` at the point of use)."""
+    names: dict[str, object] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                names[alias.asname or alias.name] = getattr(module, alias.name, None)
+    return names
+
+
+def _constructions_without_fix() -> tuple[list[str], int]:
+    missing, seen = [], 0
+    for name, path in _modules():
+        tree = ast.parse(path.read_text(), str(path))
+        namespace = {**_local_imports(tree), **vars(importlib.import_module(name))}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or _error_class(node.func, namespace) is None:
+                continue
+            seen += 1
+            fix = next((k.value for k in node.keywords if k.arg == "fix"), None)
+            if fix is None or (isinstance(fix, ast.Constant) and not (isinstance(fix.value, str) and fix.value)):
+                missing.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node.func)}(...)")
+    return missing, seen
+
+
+def test_every_error_the_library_constructs_passes_a_fix() -> None:
+    """Each BoxliteError made in boxlite/ and codebox_kernel/ says what to do (fix=...), with no allow-list: a
+    message without one is a bug. (Errors re-raised with `fix=e.fix` count: e's own construction was checked.)"""
+    missing, seen = _constructions_without_fix()
+    assert seen > 200, "the scan found too few error constructions: it no longer sees them"
+    assert missing == [], "errors raised without fix=:\n" + "\n".join(missing)
+
+
+def test_the_scan_sees_errors_named_every_way() -> None:
+    namespace = {"ImageError": boxlite.ImageError, "errors": boxlite.errors, "ValueError": ValueError}
+    calls = [ast.parse(src, mode="eval").body for src in ("ImageError('x')", "errors.NotFoundError('x')",
+                                                          "ValueError('x')", "f()('x')")]
+    assert [_error_class(c.func, namespace) for c in calls] == [  # type: ignore[attr-defined]
+        boxlite.ImageError, boxlite.NotFoundError, None, None]
+
+
+def test_exec_error_always_has_a_fix() -> None:
+    assert boxlite.ExecError("false", 1, "").fix
