@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from boxlite._errors import StorageError
+from boxlite._errors import EngineError, StorageError
 
 Progress = Callable[[str], None]
 
@@ -19,7 +19,12 @@ def run_logged(argv: list[str], log: Path, progress: Progress, *, what: str, cwd
     """Run a build command, keep its whole output in `log`, pass selected lines to `progress`."""
     with open(log, "ab") as log_file:
         start = log_file.tell()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd)
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd)
+        except FileNotFoundError:
+            raise EngineError(f"{what} needs {argv[0]}, which is not installed",
+                              fix=f"install the Debian package that provides {argv[0]}, or rerun `boxlite setup`"
+                              ) from None
         assert proc.stdout is not None
         for raw in proc.stdout:
             log_file.write(raw)

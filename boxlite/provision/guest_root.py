@@ -6,12 +6,15 @@ agent added (keyed by the base and the agent's sources), so changing the agent c
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+from boxlite._errors import StorageError
 from boxlite.provision._common import Progress, digest_of, file_lock, run_logged
 
 SUITE = "bookworm"
@@ -70,11 +73,34 @@ def guest_root_path(assets: Path) -> Path:
 
 
 def ensure_guest_root(assets: Path, cache: Path, progress: Progress) -> Path:
-    base = cache / f"guest-base-{_base_key()}"
-    agent = _agent_source()
+    """The guest root of this agent version, made from the cached base (built first when missing).
+
+    A failure is a StorageError (or EngineError for a missing tool) naming the log, and leaves no partial disk
+    or staging directory behind.
+    """
     disk = guest_root_path(assets)
     if disk.exists():
         return disk
+    try:
+        return _make_guest_root(assets, cache, disk, progress)
+    except OSError as exc:
+        raise StorageError(f"cannot make the guest root {disk.name} in {assets}: {exc}",
+                           fix=_os_error_fix(exc, assets, cache)) from exc
+
+
+def _os_error_fix(exc: OSError, assets: Path, cache: Path) -> str:
+    log = cache / "guest-root.log"
+    if exc.errno == errno.ENOSPC:
+        return f"free some space under {assets.parent}, then try again (build log: {log})"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"make {assets} and {cache} writable by this user, or run `boxlite setup` as the user that "
+                f"owns them (build log: {log})")
+    return f"see the build log {log}; `boxlite setup` rebuilds the guest root"
+
+
+def _make_guest_root(assets: Path, cache: Path, disk: Path, progress: Progress) -> Path:
+    base = cache / f"guest-base-{_base_key()}"
+    log = cache / "guest-root.log"
     assets.mkdir(parents=True, exist_ok=True)
     with file_lock(cache / "guest-root.lock"):
         if disk.exists():
@@ -86,11 +112,13 @@ def ensure_guest_root(assets: Path, cache: Path, progress: Progress) -> Path:
         tmp_disk = disk.with_suffix(".tmp")
         try:
             root = staging / "root"
-            subprocess.run(["cp", "-a", "--reflink=auto", f"{base}/.", str(root)], check=True)
+            run_logged(["cp", "-a", "--reflink=auto", f"{base}/.", str(root)], log, progress,
+                       what="copying the guest base")
             target = root / "usr/lib/python3/dist-packages/guest"
-            shutil.copytree(agent, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            subprocess.run(["chroot", str(root), "python3", "-m", "compileall", "-q",
-                            "/usr/lib/python3/dist-packages/guest"], check=True)
+            shutil.copytree(_agent_source(), target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            run_logged(["chroot", str(root), "python3", "-m", "compileall", "-q",
+                        "/usr/lib/python3/dist-packages/guest"], log, progress,
+                       what="compiling the agent in the guest root (chroot)")
             for name, text in (("boxlite-init", INIT), ("boxlite-floor", FLOOR_INIT)):
                 script = root / "sbin" / name
                 script.write_text(text)
@@ -101,10 +129,11 @@ def ensure_guest_root(assets: Path, cache: Path, progress: Progress) -> Path:
             with open(tmp_disk, "wb") as f:
                 f.truncate(size_mib * 1024 * 1024)
             run_logged(["mke2fs", "-q", "-t", "ext4", "-O", "^has_journal", "-L", "boxlite-guest", "-d", str(root),
-                        str(tmp_disk), f"{size_mib}M"], cache / "guest-root.log", progress, what="guest root disk")
+                        str(tmp_disk), f"{size_mib}M"], log, progress, what="guest root disk")
             os.replace(tmp_disk, disk)
         finally:
-            tmp_disk.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a cleanup failure must not hide the build's own error
+                tmp_disk.unlink(missing_ok=True)
             shutil.rmtree(staging, ignore_errors=True)
         for old in assets.glob("guest-root-*.ext4"):
             if old != disk:
@@ -114,5 +143,8 @@ def ensure_guest_root(assets: Path, cache: Path, progress: Progress) -> Path:
 
 
 def _du_mib(path: Path) -> int:
-    out = subprocess.run(["du", "-sm", str(path)], check=True, capture_output=True, text=True).stdout
-    return int(out.split()[0])
+    done = subprocess.run(["du", "-sm", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise StorageError(f"cannot measure the guest root tree {path}: {done.stderr.strip()}",
+                           fix="check free space and permissions under the boxlite home, then try again")
+    return int(done.stdout.split()[0])
