@@ -13,9 +13,10 @@ import contextlib
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,56 @@ class RegistryUnreachableError(ImageError):
 
 
 class DownloadCancelledError(ImageError):
-    """A download stopped because another layer of the same pull failed."""
+    """A download stopped because another layer of the same pull failed (or the pull was interrupted)."""
+
+
+class Abort:
+    """Stops the downloads of one pull. set() also shuts the connection of every transfer in flight, so a read
+    blocked on a stalled registry returns at once: a Ctrl-C must not wait for the network's timeout."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        with self._lock:
+            self._event.set()
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+    @contextlib.contextmanager
+    def watching(self, resp: httpx.Response) -> Iterator[None]:
+        """Within the block, set() shuts resp's connection."""
+        stream = resp.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket):  # not a plain HTTP/1.1 connection (a test transport, say)
+            yield
+            return
+        with self._lock:
+            self._sockets.add(sock)
+            if self._event.is_set():
+                _shut(sock)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._sockets.discard(sock)
+
+
+def _cancelled() -> DownloadCancelledError:
+    return DownloadCancelledError("download cancelled: another layer failed, or the pull was interrupted",
+                                  fix="see the error of the layer that failed")
+
+
+def _shut(sock: socket.socket) -> None:
+    # socket.socket's own shutdown, not SSLSocket's, which would also drop the TLS object under the reader.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class ManifestNotFoundError(ImageError):
@@ -200,7 +250,7 @@ class RegistryClient:
         desc: Descriptor,
         out: HashingWriter,
         on_bytes: Callable[[int], None] | None = None,
-        abort: threading.Event | None = None,
+        abort: Abort | None = None,
     ) -> None:
         """Write blob desc into out (retrying broken transfers from the start); verification is the caller's."""
         endpoint, ref = resolved.endpoint, resolved.reference
@@ -209,12 +259,12 @@ class RegistryClient:
         for attempt in range(1, BLOB_ATTEMPTS + 1):
             out.reset()
             try:
-                with contextlib.closing(self._send(endpoint, ref, path, {})) as resp:
+                with contextlib.closing(self._send(endpoint, ref, path, {})) as resp, \
+                        abort.watching(resp) if abort is not None else contextlib.nullcontext():
                     self._check(resp, endpoint, ref, f"blob {desc.digest}")
                     for chunk in resp.iter_bytes(CHUNK):
                         if abort is not None and abort.is_set():
-                            raise DownloadCancelledError("download cancelled because another layer failed",
-                                                         fix="see the error of the layer that failed")
+                            raise _cancelled()
                         out.write(chunk)
                         if out.count > desc.size:
                             raise ImageError(
@@ -226,13 +276,15 @@ class RegistryClient:
                             on_bytes(out.count)
                 return
             except (httpx.TransportError, RegistryUnreachableError) as e:
+                if abort is not None and abort.is_set():
+                    raise _cancelled() from e  # the connection was shut by Abort.set()
                 if isinstance(e, RegistryUnreachableError):
                     problems.append(e.detail.rsplit("): ", 1)[-1])
                 else:
                     problems.append(
                         f"the connection broke after {out.count} of {desc.size} bytes ({type(e).__name__}: {e})"
                     )
-                if attempt == BLOB_ATTEMPTS or (abort is not None and abort.is_set()):
+                if attempt == BLOB_ATTEMPTS:
                     raise ImageError(
                         f"failed to pull image {ref.canonical}: downloading {desc.digest} from registry "
                         f"{endpoint.netloc} failed {attempt} times: " + "; then ".join(problems),

@@ -426,12 +426,12 @@ class ImageStore:
     def _download_layers(
         self, client: RegistryClient, resolved: Resolved, progress: Progress, on_layer: LayerCallback | None
     ) -> None:
-        from boxlite.images.registry import DownloadCancelledError
+        from boxlite.images.registry import Abort, DownloadCancelledError
 
         layers = resolved.manifest.layers
         count = len(layers)
         report = on_layer or _layer_lines(progress)
-        abort = threading.Event()
+        abort = Abort()
         errors: list[BaseException] = []
         errors_lock = threading.Lock()
 
@@ -470,10 +470,14 @@ class ImageStore:
             futures = [pool.submit(download, number, layer) for number, layer in enumerate(layers, 1)]
             try:
                 for future in futures:
-                    with contextlib.suppress(BaseException):
+                    with contextlib.suppress(Exception):  # download() has recorded it in `errors`
                         future.result()
             except BaseException:
+                # KeyboardInterrupt (or the like): stop every download now; leaving the pool waits for them to
+                # remove their partial files, then the interrupt goes on.
                 abort.set()
+                for future in futures:
+                    future.cancel()
                 raise
         if errors:
             primary = next((e for e in errors if not isinstance(e, DownloadCancelledError)), errors[0])
