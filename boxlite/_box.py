@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from boxlite import _files
 from boxlite._errors import (
     BoxliteError,
+    ConfigError,
     EngineError,
     InvalidStateError,
     NetworkError,
@@ -315,6 +316,8 @@ class Box:
 
     async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Shut the VM down cleanly (the guest syncs its disks); kill it if it does not go in `timeout` s."""
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 <= timeout < 86400:
+            raise ConfigError(f"timeout must be a number of seconds, got {timeout!r}", fix="pass e.g. timeout=10")
         rec = self._refresh()
         if rec.status not in ACTIVE:
             return

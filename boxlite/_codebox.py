@@ -33,6 +33,7 @@ from boxlite._errors import (
     ExecutionError,
     InvalidStateError,
     NotFoundError,
+    ParseError,
     TimeoutError,
 )
 from boxlite._kernel_client import KernelClient, KernelGone
@@ -126,6 +127,21 @@ class FileEntry:
     target: str | None = None
 
 
+def _file_bytes(data: object, mode: object) -> bytes:
+    """files.write's content as bytes; its arguments checked (bytes(5) would be five zero bytes)."""
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+        raise ConfigError(f"mode must be permission bits such as 0o644, got {mode!r}", fix="pass e.g. mode=0o644")
+    if isinstance(data, str):
+        try:
+            return data.encode()
+        except UnicodeEncodeError:
+            raise ConfigError("the text holds a lone surrogate and cannot be written as UTF-8",
+                              fix="pass bytes, or text that can be encoded as UTF-8") from None
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ConfigError(f"data must be bytes or str, got {type(data).__name__}", fix="pass e.g. str(value)")
+    return bytes(data)
+
+
 class CodeBoxFiles:
     """Files in the box, by path (in the box; relative paths are relative to the kernel's working directory)."""
 
@@ -139,8 +155,8 @@ class CodeBoxFiles:
 
     async def write(self, path: str, data: bytes | str, mode: int = 0o644) -> str:
         """Write `data` to `path` (parent directories are created); returns the absolute path."""
+        payload = _file_bytes(data, mode)
         target = self._path(path)
-        payload = data.encode() if isinstance(data, str) else bytes(data)
         box = self._codebox.box
         parent = posixpath.dirname(target)
         if parent != "/":
@@ -162,8 +178,13 @@ class CodeBoxFiles:
         """The content of file `path` (bytes; str with text=True). NotFoundError when missing."""
         from boxlite._files import download_file
 
-        data = await download_file(self._codebox.box, self._path(path))
-        return data.decode() if text else data
+        target = self._path(path)
+        data = await download_file(self._codebox.box, target)
+        try:
+            return data.decode() if text else data
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"{target} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                             fix="read it as bytes (text=False) and decode it as it is encoded") from None
 
     async def list(self, path: str = ".") -> list[FileEntry]:
         """The entries of directory `path` (or `path` itself when it is not a directory)."""
@@ -208,6 +229,9 @@ class CodeBox(SimpleBox):
         super().__init__(image or _default_image(), memory_mib=memory_mib, cpus=cpus, runtime=runtime, **kwargs)
         self.kernel_argv = list(kernel_argv or default_kernel_argv(debugger))
         self.kernel_env = {**KERNEL_ENV, **(kernel_env or {})}
+        if isinstance(max_output_bytes, bool) or not isinstance(max_output_bytes, int) or max_output_bytes < 0:
+            raise ConfigError(f"max_output_bytes must be a whole number of bytes, got {max_output_bytes!r}",
+                              fix="pass e.g. max_output_bytes=1_000_000")
         self.max_output_bytes = max_output_bytes
         self._kernel: KernelClient | None = None
         self._run_lock: asyncio.Lock | None = None

@@ -147,6 +147,9 @@ class Boxlite:
         it is returned and before its template is taken; restored boxes have its effect already.
         """
         self._check_open()
+        if options is not None and not isinstance(options, BoxOptions):
+            raise ConfigError(f"options must be a BoxOptions, got {type(options).__name__}",
+                              fix="pass BoxOptions(...), e.g. create(BoxOptions(image='alpine:latest'))")
         opts = options or BoxOptions()
         if name is not None:
             opts = opts.model_copy(update={"name": BoxOptions(name=name).name})
