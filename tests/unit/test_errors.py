@@ -11,6 +11,7 @@ import pytest
 
 import boxlite
 from boxlite import _errors
+from boxlite import errors as boxlite_errors
 
 ALL_ERRORS = [getattr(_errors, name) for name in _errors.__all__]
 
@@ -32,7 +33,7 @@ PREFIXES = {
 
 
 def test_error_list_is_complete() -> None:
-    assert len(ALL_ERRORS) == 16
+    assert len(ALL_ERRORS) == 24
     assert {cls.__name__ for cls in ALL_ERRORS} == set(_errors.__all__)
 
 
@@ -57,6 +58,32 @@ def test_timeout_error_is_also_the_builtin() -> None:
     for cls in ALL_ERRORS:
         if cls is not boxlite.TimeoutError:
             assert not issubclass(cls, builtins.TimeoutError), cls
+
+
+# Upstream BoxLite's runtime failures: each is also a RuntimeError and carries this `code` (the REST codes).
+UPSTREAM_CODES = {
+    "InvalidArgumentError": "invalid_argument", "UnsupportedError": "unsupported", "NotFoundError": "not_found",
+    "SessionReapedError": "session_reaped", "AlreadyExistsError": "already_exists",
+    "InvalidStateError": "invalid_state", "StoppedError": "stopped", "ImageError": "image_pull_failed",
+    "ExecutionError": "execution_failed", "ResourceExhaustedError": "resource_exhausted",
+    "NetworkError": "network_unavailable", "UpstreamUnavailableError": "upstream_unavailable",
+    "EngineError": "engine_unavailable", "StorageError": "storage_error", "DatabaseError": "database_error",
+    "MetadataError": "metadata_error", "ConfigError": "config_error", "InternalError": "internal",
+}
+
+
+@pytest.mark.parametrize(("name", "code"), UPSTREAM_CODES.items())
+def test_upstream_runtime_errors_have_their_codes_and_are_runtime_errors(name: str, code: str) -> None:
+    cls = getattr(boxlite_errors, name)
+    assert cls.code == code
+    assert issubclass(cls, RuntimeError)  # upstream code that catches RuntimeError keeps working
+    assert cls.__module__ == "boxlite.errors" and repr(cls("x")).startswith(f"{name}(")
+
+
+def test_our_own_runtime_errors_carry_a_code_too() -> None:
+    assert (boxlite.UnsupportedEngineError.code, boxlite.PortalError.code) == ("unsupported", "engine_unavailable")
+    for cls in (boxlite.ExecError, boxlite.TimeoutError, boxlite.ParseError):  # upstream's Python-side errors
+        assert cls.code is None and not issubclass(cls, RuntimeError)
 
 
 @pytest.mark.parametrize(("cls", "prefix"), PREFIXES.items(), ids=lambda v: getattr(v, "__name__", v))
@@ -168,7 +195,7 @@ def test_every_error_the_library_constructs_passes_a_fix() -> None:
 
 
 def test_the_scan_sees_errors_named_every_way() -> None:
-    namespace = {"ImageError": boxlite.ImageError, "errors": boxlite.errors, "ValueError": ValueError}
+    namespace = {"ImageError": boxlite.ImageError, "errors": boxlite_errors, "ValueError": ValueError}
     calls = [ast.parse(src, mode="eval").body for src in ("ImageError('x')", "errors.NotFoundError('x')",
                                                           "ValueError('x')", "f()('x')")]
     assert [_error_class(c.func, namespace) for c in calls] == [  # type: ignore[attr-defined]
