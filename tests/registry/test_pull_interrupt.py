@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,9 +35,11 @@ def _digest(data: bytes) -> str:
 
 
 class StallingRegistry:
-    """/v2/stall:v1, an image of LAYERS layers none of which ever finishes downloading."""
+    """/v2/stall:v1, an image of LAYERS layers none of which ever finishes downloading. With fail_when, the
+    last layer is answered 404 instead, once fail_when() is true (or after a minute)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fail_when: Callable[[], bool] | None = None) -> None:
+        self.fail_when = fail_when
         self.layers = [f"sha256:{os.urandom(32).hex()}" for _ in range(LAYERS)]
         self.config = json.dumps({
             "architecture": "amd64", "os": "linux", "config": {},
@@ -90,6 +92,11 @@ class StallingRegistry:
                     self._send(registry.manifest, "application/vnd.oci.image.manifest.v1+json")
                 elif self.path == f"/v2/stall/blobs/{_digest(registry.config)}":
                     self._send(registry.config, "application/octet-stream")
+                elif registry.fail_when is not None and self.path == f"/v2/stall/blobs/{registry.layers[-1]}":
+                    deadline = time.monotonic() + 60
+                    while not registry.fail_when() and time.monotonic() < deadline:
+                        registry.release.wait(0.05)
+                    self.send_error(404)
                 elif self.path.removeprefix("/v2/stall/blobs/") in registry.layers:
                     self._stall(self.path.removeprefix("/v2/stall/blobs/"))
                 else:
@@ -183,3 +190,31 @@ def test_ctrl_c_interrupts_a_sync_pull_and_leaves_nothing_partial(stalling_regis
         assert not (images / "blobs" / "sha256" / digest.split(":")[1]).exists()
     for sub in ("disks", "manifests", "refs"):
         assert not (images / sub).exists() or list((images / sub).iterdir()) == []
+
+
+def test_a_failing_layer_stops_the_stalled_ones_at_once(home: Path) -> None:
+    """One layer's error ends the pull now, with that error: the other downloads' connections are shut, not
+    left to the network timeout."""
+    from boxlite.errors import ImageError
+    from boxlite.images.registry import DownloadCancelledError
+    from boxlite.images.store import ImageStore
+
+    def others_blocked() -> bool:
+        # Every byte sent before the stall is in the partial blobs: their downloads wait in recv() now.
+        partial = sum(p.stat().st_size for p in (home / "images" / "tmp").glob("*.blob-*"))
+        return partial >= SENT_BEFORE_STALL * (LAYERS - 1)
+
+    registry = StallingRegistry(fail_when=others_blocked)
+    store = ImageStore(home)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ImageError) as info:
+            store.pull(f"{registry.host}/stall:v1")
+        elapsed = time.monotonic() - started
+    finally:
+        store.close()
+        registry.close()
+    assert len(registry.stalled) == LAYERS - 1  # the others really were mid-download when it failed
+    assert not isinstance(info.value, DownloadCancelledError) and "404" in info.value.detail
+    assert elapsed < 20, f"the pull took {elapsed:.1f} s to fail"
+    assert list((home / "images" / "tmp").iterdir()) == []
