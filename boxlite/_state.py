@@ -127,7 +127,7 @@ class StateStore:
             if "boot" not in columns:  # a database made before snapshots existed
                 with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
                     self._db.execute("ALTER TABLE boxes ADD COLUMN boot TEXT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: the home is a file, or cannot be made
             raise StorageError(f"cannot open the state database {path}: {exc}",
                                fix="check that the home directory is writable (BOXLITE_HOME)") from exc
 

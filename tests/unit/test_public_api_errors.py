@@ -44,3 +44,12 @@ async def test_codebox_files_write_checks_its_arguments(data: Any, mode: Any) ->
     with pytest.raises(boxlite.ConfigError) as info:
         await files.write("notes.txt", data, mode)
     assert info.value.fix
+
+
+def test_a_home_that_is_a_file_is_a_storage_error(tmp_path: Path) -> None:
+    home = tmp_path / "a-file"
+    home.write_text("not a directory")
+    for make in (boxlite.Boxlite, boxlite.SyncBoxlite):
+        with pytest.raises(boxlite.StorageError) as info:
+            make(boxlite.Options(home_dir=home))
+        assert str(home) in info.value.detail and info.value.fix
