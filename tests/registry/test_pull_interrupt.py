@@ -5,11 +5,13 @@ each layer and stalls: the pull is mid-download, with partial blobs on disk, and
 before the network timeout. A child process pulls with `ImageStore.pull` (the synchronous API: what
 `runtime.images.pull(...)` and `boxlite pull` run); the test sends it SIGINT, and checks that it ended by
 KeyboardInterrupt within seconds, held no lock and no download thread when it did, and left no blob, scratch
-file, disk, manifest or name behind.
+file, disk, manifest or name behind. The same server also checks that a failing layer stops the stalled ones at
+once, and that an uninterrupted pull through the same path completes.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import json
@@ -23,6 +25,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from ocitools import debugfs, make_tar, reg
+
+from boxlite.images.oci import host_architecture
 
 REPO = Path(__file__).resolve().parents[2]
 LAYER_SIZE = 8 * 1024 * 1024
@@ -36,21 +41,25 @@ def _digest(data: bytes) -> str:
 
 class StallingRegistry:
     """/v2/stall:v1, an image of LAYERS layers none of which ever finishes downloading. With fail_when, the
-    last layer is answered 404 instead, once fail_when() is true (or after a minute)."""
+    last layer is answered 404 instead, once fail_when() is true (or after a minute). With complete=True the
+    layers are real (a file each) and sent whole: the same server and client path, uninterrupted."""
 
-    def __init__(self, fail_when: Callable[[], bool] | None = None) -> None:
+    def __init__(self, fail_when: Callable[[], bool] | None = None, complete: bool = False) -> None:
         self.fail_when = fail_when
-        self.layers = [f"sha256:{os.urandom(32).hex()}" for _ in range(LAYERS)]
+        tars = [make_tar([reg(f"layer-{n}.txt", f"layer {n}\n".encode())]) for n in range(LAYERS)]
+        self.bodies = {_digest(gz): gz for gz in (gzip.compress(t) for t in tars)} if complete else {}
+        self.layers = list(self.bodies) or [f"sha256:{os.urandom(32).hex()}" for _ in range(LAYERS)]
+        diff_ids = [_digest(t) if complete else f"sha256:{os.urandom(32).hex()}" for t in tars]
         self.config = json.dumps({
-            "architecture": "amd64", "os": "linux", "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{os.urandom(32).hex()}" for _ in range(LAYERS)]},
+            "architecture": host_architecture(), "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
         }).encode()
         self.manifest = json.dumps({
             "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(self.config),
                        "size": len(self.config)},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d,
-                        "size": LAYER_SIZE} for d in self.layers],
+                        "size": len(self.bodies[d]) if complete else LAYER_SIZE} for d in self.layers],
         }).encode()
         self.stalled: set[str] = set()  # layers whose first part was sent
         self.release = threading.Event()
@@ -97,6 +106,8 @@ class StallingRegistry:
                     while not registry.fail_when() and time.monotonic() < deadline:
                         registry.release.wait(0.05)
                     self.send_error(404)
+                elif self.path.removeprefix("/v2/stall/blobs/") in registry.bodies:
+                    self._send(registry.bodies[self.path.removeprefix("/v2/stall/blobs/")], "application/octet-stream")
                 elif self.path.removeprefix("/v2/stall/blobs/") in registry.layers:
                     self._stall(self.path.removeprefix("/v2/stall/blobs/"))
                 else:
@@ -217,4 +228,20 @@ def test_a_failing_layer_stops_the_stalled_ones_at_once(home: Path) -> None:
     assert len(registry.stalled) == LAYERS - 1  # the others really were mid-download when it failed
     assert not isinstance(info.value, DownloadCancelledError) and "404" in info.value.detail
     assert elapsed < 20, f"the pull took {elapsed:.1f} s to fail"
+    assert list((home / "images" / "tmp").iterdir()) == []
+
+
+def test_an_uninterrupted_pull_through_the_same_path_completes(home: Path) -> None:
+    from boxlite.images.store import ImageStore
+
+    registry = StallingRegistry(complete=True)
+    store = ImageStore(home)
+    try:
+        image = store.pull(f"{registry.host}/stall:v1")
+    finally:
+        store.close()
+        registry.close()
+    assert image.disk_path.is_file()
+    listing = debugfs(image.disk_path, "ls -l /")
+    assert all(f"layer-{n}.txt" in listing for n in range(LAYERS))
     assert list((home / "images" / "tmp").iterdir()) == []
