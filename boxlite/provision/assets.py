@@ -49,7 +49,8 @@ def ensure_assets(home: Path, progress: Progress = print) -> Assets:
 
 
 def find_assets(home: Path) -> Assets:
-    """The assets as they are now; raise with the fix when any is missing (never builds)."""
+    """The assets as they are now; raise with the fix when any is missing. Builds nothing that takes a setup run:
+    only the guest root of a new agent version is re-made from the cached base (seconds)."""
     assets = home / "assets"
     qemu, qemu_img = _tool("qemu-system-x86_64"), _tool("qemu-img")
     kernel = assets / f"vmlinux-6.1-{kernel_key()}"
