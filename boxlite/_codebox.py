@@ -422,8 +422,16 @@ class CodeBox(SimpleBox):
 
     async def run_script(self, script_path: str | os.PathLike[str], timeout: float | None = None) -> CodeExecution:
         """Run a host Python file's source as one cell."""
-        with open(script_path, encoding="utf-8") as f:
-            return await self.run(f.read(), timeout=timeout)
+        try:
+            with open(script_path, encoding="utf-8") as f:
+                code = f.read()
+        except FileNotFoundError:
+            raise NotFoundError(f"script not found: {script_path}", fix="pass the path of a Python file on the "
+                                "host") from None
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8 text, or a NUL byte in the path
+            raise ConfigError(f"cannot read the script {script_path!r}: {exc}",
+                              fix="pass a readable UTF-8 Python file on the host") from None
+        return await self.run(code, timeout=timeout)
 
     # -- packages ---------------------------------------------------------------------------------------------
     async def install_package(self, package: str) -> str:

@@ -53,3 +53,16 @@ def test_a_home_that_is_a_file_is_a_storage_error(tmp_path: Path) -> None:
         with pytest.raises(boxlite.StorageError) as info:
             make(boxlite.Options(home_dir=home))
         assert str(home) in info.value.detail and info.value.fix
+
+
+async def test_codebox_run_script_of_a_missing_or_unreadable_file(tmp_path: Path) -> None:
+    codebox = boxlite.CodeBox()  # never started: the script is read before the box is needed
+    with pytest.raises(boxlite.NotFoundError) as missing:
+        await codebox.run_script(tmp_path / "nope.py")
+    assert missing.value.fix
+    binary = tmp_path / "binary.py"
+    binary.write_bytes(b"\xff\xfe not utf-8")
+    for bad in (binary, tmp_path, "a\0b.py"):
+        with pytest.raises(boxlite.ConfigError) as info:
+            await codebox.run_script(bad)
+        assert info.value.fix
