@@ -29,7 +29,7 @@ class TestBoxLitePython(jkt.KernelTests):
         {"code": "from IPython.display import Math, display; display(Math('\\\\frac{1}{2}'))", "mime": "text/latex"},
     ]
     code_history_pattern = "1?2*"
-    supported_history_operations = ("tail", "search")  # IPython answers "range" for the current session as session 0
+    supported_history_operations = ("tail", "range", "search")
     code_inspect_sample = "zip"
     code_clear_output = "from IPython.display import clear_output; clear_output()"
 
