@@ -9,10 +9,21 @@ import pytest
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.usefixtures("kernelspec")]
 
 
+# The first cell waits for the box (a cold boot and a start template, in the tests' fresh home): longer than the
+# suite's 15 s per request, after which every later test would read the replies meant for earlier ones.
+FIRST_CELL_TIMEOUT = 300
+
+
 class TestBoxLitePython(jkt.KernelTests):
     kernel_name = "boxlite-python"
     language_name = "python"
     file_extension = ".py"
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        reply = cls.kc.execute_interactive("pass", timeout=FIRST_CELL_TIMEOUT, output_hook=lambda _msg: None)
+        assert reply["content"]["status"] == "ok", reply["content"]
 
     code_hello_world = "print('hello, world')"
     code_stderr = "import sys; print('test', file=sys.stderr)"
