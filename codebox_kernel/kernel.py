@@ -34,7 +34,7 @@ from boxlite import (
 from codebox_kernel import commands, watchdog
 from codebox_kernel.errors import error_content, reply_type
 from codebox_kernel.frontend import Frontend, Incoming
-from codebox_kernel.history import History
+from codebox_kernel.history import History, default_path
 from codebox_kernel.metrics import MetricsPanel, host_comm, install_host_comms
 from codebox_kernel.notebook_box import NotebookBox
 from codebox_kernel.settings import KernelSettings
@@ -499,8 +499,11 @@ async def run_kernel(connection_file: str, settings: KernelSettings, box_name: s
     claim = Path(connection_file + ".boxlite-claim")
     watchdog.write_claim(claim)
     watchdog.start(os.getpid(), box_name, claim, settings.persist)
-    kernel = BoxKernel(frontend, settings, NotebookBox(settings, box_name, say))
-    restart = await kernel.serve()
+    kernel = BoxKernel(frontend, settings, NotebookBox(settings, box_name, say), history=History(default_path()))
+    try:
+        restart = await kernel.serve()
+    finally:
+        kernel.history.close()
     if restart:
         watchdog.write_claim(claim, restarting=True)  # the next process takes the box over
     elif watchdog.read_claim(claim)[0] == os.getpid():

@@ -4,15 +4,16 @@ checked against a real ipykernel on the host fed the same cells, then its own ru
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
 
-from codebox_kernel.history import History
+from codebox_kernel.history import Entry, History
 
-CELLS = ["x = 1", "1+2+3", "x + 1", "print('hi')", "1+2+3", "[n*n for n in range(4)]", "exit",
+CELLS = ["x = 1", "1+2+3", "x + 1", "print('hi')", "1+2+3", "[n*n for n in range(4)]",
          "def f(y):\n    return y\n", "f(12)", "x + 1"]
 REQUESTS: list[dict[str, Any]] = [
     {"hist_access_type": "tail", "n": 3},
@@ -64,8 +65,8 @@ def test_range_numbers_the_current_session_as_itself() -> None:
     # IPython answers the current session as session 0 (so jupyter_kernel_test's range check fails on it).
     assert history.answer({"hist_access_type": "range", "session": 1, "start": 2, "stop": 3, "output": False,
                            "raw": True})["history"] == [[1, 2, "1+2+3"]]
-    assert [e.line for e in history.range(0, 8)] == [8, 9, 10]
-    assert [e.line for e in history.range(0, -2)] == [9, 10]
+    assert [e.line for e in history.range(0, 7)] == [7, 8, 9]
+    assert [e.line for e in history.range(0, -2)] == [8, 9]
 
 
 def test_a_new_interpreter_starts_a_new_session_and_tail_prefers_it() -> None:
@@ -74,10 +75,38 @@ def test_a_new_interpreter_starts_a_new_session_and_tail_prefers_it() -> None:
     history.record("a", 2, output="1")
     history.new_session()
     history.new_session()  # nothing ran in it yet: still the same new session
-    history.record("b = 2", 1)
     assert history.session == 2
+    history.record("b = 2", 1)
     assert history.answer({"hist_access_type": "tail", "n": 2, "output": True}) == {
         "status": "ok", "history": [[1, 2, ["a", "1"]], [2, 1, ["b = 2", None]]]}
     assert [(e.session, e.line) for e in history.range(-1)] == [(1, 1), (1, 2)]
-    assert history.range(0) == [history.entries[-1]]
+    assert history.range(0) == history.range(2) == history.tail(1)
     assert history.answer({"hist_access_type": "nonsense"}) == {"status": "ok", "history": []}
+    history.record("exit()", 2)  # not kept, as IPython does not keep it (a stock kernel exits on it)
+    assert history.tail(1) == [Entry(2, 1, "b = 2")]
+
+
+def test_the_file_keeps_earlier_kernels_cells_for_a_new_one(tmp_path: Path) -> None:
+    """A new kernel process (a new console, a restart) finds the cells of earlier ones, as with IPython's
+    history.sqlite; its own cells come last in the tail."""
+    path = tmp_path / "kernel-history.sqlite"
+    first = History(path)
+    first.record("x = 1", 1)
+    first.record("x + 1", 2, output="2")
+    first.close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    second = History(path)
+    assert second.tail(10) == [Entry(1, 1, "x = 1"), Entry(1, 2, "x + 1", "2")]
+    second.record("y = 3", 1)
+    other = History(path)  # another kernel at the same time
+    other.record("z = 4", 1)
+    assert [(e.session, e.source) for e in second.tail(3)] == [(1, "x + 1"), (3, "z = 4"), (2, "y = 3")]
+    assert [e.source for e in other.search("[xy]*")] == ["x = 1", "x + 1", "y = 3"]
+    assert second.range(-1) == [Entry(1, 1, "x = 1"), Entry(1, 2, "x + 1", "2")]
+
+
+def test_an_unusable_file_leaves_history_in_memory(tmp_path: Path) -> None:
+    (tmp_path / "not-a-db").write_text("this is not SQLite " * 100)
+    history = History(tmp_path / "not-a-db")
+    history.record("still = 'kept'", 1)
+    assert history.tail(1) == [Entry(1, 1, "still = 'kept'")]

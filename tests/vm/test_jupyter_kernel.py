@@ -246,7 +246,23 @@ def test_history_has_the_cells_run_as_jupyterlab_asks_for_it(kc: BlockingKernelC
     assert run(kc, "'history_probe' in dir()")[0]["content"]["status"] == "ok"
     tail = history(kc, hist_access_type="tail", n=3)
     assert [entry[2] for entry in tail] == ["history_probe + 1", "%boxlite restart", "'history_probe' in dir()"]
-    assert tail[-1][0] == session + 1 and tail[-1][1] == 1
+    assert tail[-1][0] > session and tail[-1][1] == 1
+
+
+def test_a_restarted_kernel_has_the_history_of_the_last_one(kernel: tuple[KernelManager, BlockingKernelClient]
+                                                             ) -> None:
+    """A new kernel process (Restart Kernel, a new console) still goes back to earlier cells, as a stock
+    ipykernel with its history file does."""
+    km, kc = kernel
+    assert run(kc, "before_restart = 'x' * 3")[0]["content"]["status"] == "ok"
+    km.restart_kernel(now=False)
+    kc.wait_for_ready(timeout=START_TIMEOUT)
+    assert history(kc, hist_access_type="tail", n=1)[0][2] == "before_restart = 'x' * 3"
+    assert run(kc, "after_restart = 1")[0]["content"]["status"] == "ok"
+    tail = history(kc, hist_access_type="tail", n=2)
+    assert [entry[2] for entry in tail] == ["before_restart = 'x' * 3", "after_restart = 1"]
+    assert tail[1][0] > tail[0][0]
+    assert history(kc, hist_access_type="search", pattern="before_restart*") == [tail[0]]
 
 
 def test_restart_gives_a_fresh_interpreter_in_the_same_box(kernel: tuple[KernelManager, BlockingKernelClient]
