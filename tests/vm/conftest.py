@@ -16,27 +16,18 @@ from pathlib import Path
 import pytest
 
 import boxlite
-from boxlite.provision import find_assets
 
 SHARED = ("assets", "cache", "images")
 
 
-@pytest.fixture(scope="session")
-def _vm_assets(real_home: Path) -> None:
-    """Skip every VM test, with the reason, on a machine where `boxlite setup` has not been run."""
-    try:
-        find_assets(real_home)
-    except Exception as exc:  # whatever is missing, the VM tests cannot run
-        pytest.skip(f"VM assets are not provisioned under {real_home} (run `boxlite setup`): {exc}")
-
-
 @pytest.fixture(autouse=True)
-def _require_vm_assets(_vm_assets: None) -> None:
-    pass
+def _require_vm_assets(provisioned_home: Path) -> None:
+    """Every test here needs the VM assets: skipped only where QEMU or `boxlite setup` is absent (never on CI);
+    failed, like everything else, when the guest is broken (tests/conftest.py, provisioned_home)."""
 
 
 @pytest.fixture(scope="session")
-def vm_home(tmp_path_factory: pytest.TempPathFactory, real_home: Path, _vm_assets: None) -> Iterator[Path]:
+def vm_home(tmp_path_factory: pytest.TempPathFactory, real_home: Path, provisioned_home: Path) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("home")
     for sub in SHARED:
         (home / sub).symlink_to(real_home / sub, target_is_directory=True)

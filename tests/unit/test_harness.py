@@ -1,0 +1,51 @@
+"""The test harness itself: a VM test may skip only where QEMU or the provisioned assets are absent, and never on
+CI (CI=true), where every skip is a failure. Each case runs a real VM test of this repository in a child pytest
+against a home that lacks the assets; no VM boots."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+A_VM_TEST = "tests/vm/test_exec.py::test_stdout_and_stderr_are_captured_separately"
+A_ROOT_ONLY_SKIP = "tests/unit/test_files_logic.py::test_grpc_host_read_error_is_reported"
+
+
+def run_pytest(node: str, home: Path, ci: str | None, *extra: str,
+               pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_ADDOPTS")}
+    env["BOXLITE_HOME"] = str(home)
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (*pythonpath, REPO))
+    if ci is not None:
+        env["CI"] = ci
+    return subprocess.run([sys.executable, "-m", "pytest", node, "-p", "no:cacheprovider", "-q", "-rA", *extra],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def summary(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_without_assets_a_vm_test_skips_and_says_why(tmp_path: Path) -> None:
+    result = run_pytest(A_VM_TEST, tmp_path / "empty-home", ci=None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 skipped" in summary(result) and "failed" not in summary(result) and "error" not in summary(result)
+    assert "the guest kernel" in result.stdout and "boxlite setup" in result.stdout
+
+
+def test_on_ci_without_assets_a_vm_test_fails(tmp_path: Path) -> None:
+    result = run_pytest(A_VM_TEST, tmp_path / "empty-home", ci="true")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "skipped" not in summary(result) and "1 error" in summary(result), summary(result)
+    assert "CI=true, and this test skipped" in result.stdout and "the guest kernel" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the test it runs skips only for root")
+def test_on_ci_a_test_about_one_kind_of_host_may_still_skip(tmp_path: Path) -> None:
+    result = run_pytest(A_ROOT_ONLY_SKIP, tmp_path / "home", ci="true")
+    assert result.returncode == 0 and "1 skipped" in summary(result), result.stdout + result.stderr
