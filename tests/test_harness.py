@@ -1,17 +1,20 @@
-"""The test harness itself: a VM test may skip only where QEMU or the provisioned assets are absent, and never on
-CI (CI=true), where every skip is a failure. Each case runs a real VM test of this repository in a child pytest
-against a home that lacks the assets; no VM boots."""
+"""The test harness itself: a VM test may skip only where QEMU or the provisioned assets are absent, never on CI
+(CI=true, where every skip is a failure), and a broken guest fails it. Each case runs a real VM test of this
+repository in a child pytest against a home made for the case; no VM boots."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+import guest
+
+REPO = Path(__file__).resolve().parents[1]
 A_VM_TEST = "tests/vm/test_exec.py::test_stdout_and_stderr_are_captured_separately"
 A_ROOT_ONLY_SKIP = "tests/unit/test_files_logic.py::test_grpc_host_read_error_is_reported"
 
@@ -49,3 +52,32 @@ def test_on_ci_without_assets_a_vm_test_fails(tmp_path: Path) -> None:
 def test_on_ci_a_test_about_one_kind_of_host_may_still_skip(tmp_path: Path) -> None:
     result = run_pytest(A_ROOT_ONLY_SKIP, tmp_path / "home", ci="true")
     assert result.returncode == 0 and "1 skipped" in summary(result), result.stdout + result.stderr
+
+
+def broken_agent(where: Path) -> Path:
+    """A copy of the agent whose one extra module does not compile, for PYTHONPATH: no guest root can be made."""
+    shutil.copytree(Path(guest.__file__).resolve().parent, where / "guest",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (where / "guest" / "broken_on_purpose.py").write_text("def broken(:\n")
+    return where
+
+
+def home_without_a_guest_root(provisioned: Path, home: Path) -> Path:
+    """The provisioned kernel, vsock device and cached Debian base, linked in; no guest root, so the first use
+    makes one from the agent on PYTHONPATH (in this home, never the real one)."""
+    for sub, pattern in (("assets", "vmlinux-*"), ("assets", "vhost-device-vsock"), ("cache", "guest-base-*")):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+        for found in (provisioned / sub).glob(pattern):
+            (home / sub / found.name).symlink_to(found.resolve())
+    return home
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+def test_a_broken_guest_fails_the_vm_tests_not_skips_them(provisioned_home: Path, tmp_path: Path) -> None:
+    home = home_without_a_guest_root(provisioned_home, tmp_path / "home")
+    result = run_pytest(A_VM_TEST, home, ci=None, pythonpath=(broken_agent(tmp_path / "agent"),))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "skipped" not in summary(result) and "1 error" in summary(result), result.stdout
+    assert "broken_on_purpose.py" in result.stdout  # the compiler's complaint, shown with the failure
+    assert not list((home / "assets").glob("guest-root-*")), "no guest root made from a broken agent"
