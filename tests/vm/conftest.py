@@ -10,7 +10,8 @@ import contextlib
 import os
 import signal
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,54 @@ def _kill_strays(boxes: Path) -> None:
             warnings.warn(f"killing a process left running by the VM tests: {entry.name} {cmd[:80]}", stacklevel=1)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class CgroupFiles:
+    """The files of the control group(s) a process is in below boxlite's group, on cgroup v2 or v1."""
+
+    dirs: frozenset[Path]
+    memory_max: Path  # memory.max (v2) / memory.limit_in_bytes (v1)
+    memory_peak: Path  # memory.peak / memory.max_usage_in_bytes
+    memory_current: Path  # memory.current / memory.usage_in_bytes
+    oom_events: Path  # memory.events / memory.oom_control: both have an "oom_kill N" line
+    pids_max: Path
+
+    def oom_kills(self) -> int:
+        return next(int(line.split()[1]) for line in self.oom_events.read_text().splitlines()
+                    if line.startswith("oom_kill "))
+
+
+def box_cgroup_files(pid: int) -> CgroupFiles:
+    """Read from /proc/<pid>/cgroup, not from the library: where the kernel accounts process `pid`."""
+    from boxlite.engine import jail
+
+    found: dict[str, Path] = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if f"/{jail.GROUP}/" not in path:
+            continue
+        names = controllers.split(",")
+        if controllers == "":  # cgroup v2: one directory, every controller
+            found["v2"] = jail.CGROUP_ROOT / path.lstrip("/")
+        elif "memory" in names:
+            found["memory"] = jail.CGROUP_ROOT / "memory" / path.lstrip("/")
+        elif "pids" in names:
+            found["pids"] = jail.CGROUP_ROOT / "pids" / path.lstrip("/")
+    if "v2" in found:
+        d = found["v2"]
+        return CgroupFiles(frozenset({d}), d / "memory.max", d / "memory.peak", d / "memory.current",
+                           d / "memory.events", d / "pids.max")
+    assert {"memory", "pids"} <= set(found), f"process {pid} is in no memory and pids group of boxlite's: {found}"
+    m = found["memory"]
+    return CgroupFiles(frozenset(found.values()), m / "memory.limit_in_bytes", m / "memory.max_usage_in_bytes",
+                       m / "memory.usage_in_bytes", m / "memory.oom_control", found["pids"] / "pids.max")
+
+
+@pytest.fixture(scope="session")
+def box_cgroup() -> Callable[[int], CgroupFiles]:
+    """box_cgroup(pid): the control-group files of a box's host process (the box must have a group: as root)."""
+    return box_cgroup_files
 
 
 @pytest.fixture(scope="session")
