@@ -12,22 +12,20 @@ from pathlib import Path
 
 import pytest
 
-import guest
-
 REPO = Path(__file__).resolve().parents[1]
 A_VM_TEST = "tests/vm/test_exec.py::test_stdout_and_stderr_are_captured_separately"
 A_ROOT_ONLY_SKIP = "tests/unit/test_files_logic.py::test_grpc_host_read_error_is_reported"
 
 
-def run_pytest(node: str, home: Path, ci: str | None, *extra: str,
-               pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess[str]:
+def run_pytest(node: str, home: Path, ci: str | None, repo: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """`pytest node` in a child, in checkout `repo`, with BOXLITE_HOME=home and CI=ci (unset when None)."""
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_ADDOPTS")}
     env["BOXLITE_HOME"] = str(home)
-    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (*pythonpath, REPO))
+    env["PYTHONPATH"] = str(repo)
     if ci is not None:
         env["CI"] = ci
-    return subprocess.run([sys.executable, "-m", "pytest", node, "-p", "no:cacheprovider", "-q", "-rA", *extra],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "pytest", node, "-p", "no:cacheprovider", "-q", "-rA"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=300)
 
 
 def summary(result: subprocess.CompletedProcess[str]) -> str:
@@ -54,21 +52,24 @@ def test_on_ci_a_test_about_one_kind_of_host_may_still_skip(tmp_path: Path) -> N
     assert result.returncode == 0 and "1 skipped" in summary(result), result.stdout + result.stderr
 
 
-def broken_agent(where: Path) -> Path:
-    """A copy of the agent whose one extra module does not compile, for PYTHONPATH: no guest root can be made."""
-    shutil.copytree(Path(guest.__file__).resolve().parent, where / "guest",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+def broken_checkout(where: Path) -> Path:
+    """A copy of this checkout whose agent has one module that does not compile: no guest root can be made."""
+    for name in ("boxlite", "guest", "codebox_kernel", "proto", "tests"):
+        shutil.copytree(REPO / name, where / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("conftest.py", "pyproject.toml"):
+        shutil.copy(REPO / name, where / name)
     (where / "guest" / "broken_on_purpose.py").write_text("def broken(:\n")
     return where
 
 
 def home_without_a_guest_root(provisioned: Path, home: Path) -> Path:
-    """The provisioned kernel, vsock device and cached Debian base, linked in; no guest root, so the first use
-    makes one from the agent on PYTHONPATH (in this home, never the real one)."""
+    """The provisioned kernel, vsock device, images and cached Debian base, linked in; no guest root, so the
+    first use makes one from the checkout's agent (in this home, never the real one)."""
     for sub, pattern in (("assets", "vmlinux-*"), ("assets", "vhost-device-vsock"), ("cache", "guest-base-*")):
         (home / sub).mkdir(parents=True, exist_ok=True)
         for found in (provisioned / sub).glob(pattern):
             (home / sub / found.name).symlink_to(found.resolve())
+    (home / "images").symlink_to(provisioned / "images", target_is_directory=True)
     return home
 
 
@@ -76,7 +77,7 @@ def home_without_a_guest_root(provisioned: Path, home: Path) -> Path:
 @pytest.mark.slow
 def test_a_broken_guest_fails_the_vm_tests_not_skips_them(provisioned_home: Path, tmp_path: Path) -> None:
     home = home_without_a_guest_root(provisioned_home, tmp_path / "home")
-    result = run_pytest(A_VM_TEST, home, ci=None, pythonpath=(broken_agent(tmp_path / "agent"),))
+    result = run_pytest(A_VM_TEST, home, ci=None, repo=broken_checkout(tmp_path / "checkout"))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "skipped" not in summary(result) and "1 error" in summary(result), result.stdout
     assert "broken_on_purpose.py" in result.stdout  # the compiler's complaint, shown with the failure
