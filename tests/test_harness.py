@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.slow]  # each case starts a child pytest (several seconds on a loaded machine)
+
 REPO = Path(__file__).resolve().parents[1]
 A_VM_TEST = "tests/vm/test_exec.py::test_stdout_and_stderr_are_captured_separately"
 A_ROOT_ONLY_SKIP = "tests/unit/test_files_logic.py::test_grpc_host_read_error_is_reported"
@@ -46,19 +48,34 @@ def test_on_ci_without_assets_a_vm_test_fails(tmp_path: Path) -> None:
     assert "CI=true, and this test skipped" in result.stdout and "the guest kernel" in result.stdout
 
 
+def test_on_ci_a_module_skipped_whole_fails(tmp_path: Path) -> None:
+    """pytest.importorskip at import skips a module at collection, before any test's report: CI fails it too."""
+    repo = checkout_copy(tmp_path / "checkout")
+    (repo / "tests" / "unit" / "test_needs_a_missing_module.py").write_text(
+        "import pytest\n\npytest.importorskip('no_such_module_here')\n\n\ndef test_x() -> None:\n    pass\n")
+    result = run_pytest("tests/unit/test_needs_a_missing_module.py", tmp_path / "home", ci="true", repo=repo)
+    assert result.returncode not in (0, 5) and "skipped" not in summary(result), result.stdout + result.stderr
+    assert "CI=true, and this test skipped" in result.stdout and "no_such_module_here" in result.stdout
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the test it runs skips only for root")
 def test_on_ci_a_test_about_one_kind_of_host_may_still_skip(tmp_path: Path) -> None:
     result = run_pytest(A_ROOT_ONLY_SKIP, tmp_path / "home", ci="true")
     assert result.returncode == 0 and "1 skipped" in summary(result), result.stdout + result.stderr
 
 
-def broken_checkout(where: Path) -> Path:
-    """A copy of this checkout whose agent has one module that does not compile: no guest root can be made."""
+def checkout_copy(where: Path) -> Path:
+    """A copy of this checkout's sources and tests, to change for one case."""
     for name in ("boxlite", "guest", "codebox_kernel", "proto", "tests"):
         shutil.copytree(REPO / name, where / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("conftest.py", "pyproject.toml"):
         shutil.copy(REPO / name, where / name)
-    (where / "guest" / "broken_on_purpose.py").write_text("def broken(:\n")
+    return where
+
+
+def broken_checkout(where: Path) -> Path:
+    """A checkout whose agent has one module that does not compile: no guest root can be made from it."""
+    (checkout_copy(where) / "guest" / "broken_on_purpose.py").write_text("def broken(:\n")
     return where
 
 
@@ -74,7 +91,6 @@ def home_without_a_guest_root(provisioned: Path, home: Path) -> Path:
 
 
 @pytest.mark.vm
-@pytest.mark.slow
 def test_a_broken_guest_fails_the_vm_tests_not_skips_them(provisioned_home: Path, tmp_path: Path) -> None:
     home = home_without_a_guest_root(provisioned_home, tmp_path / "home")
     result = run_pytest(A_VM_TEST, home, ci=None, repo=broken_checkout(tmp_path / "checkout"))
