@@ -86,6 +86,7 @@ def measure(kernel_name: str, runs: int, cells: int,
 
 
 def boxlite_rows(run: Run, runs: int, cells: int) -> None:
+    saved = os.environ.get("BOXLITE_HOME")
     with bench_home() as home:
         os.environ["BOXLITE_HOME"] = str(home)  # the kernel's runtime (and its box) live there
 
@@ -96,7 +97,13 @@ def boxlite_rows(run: Run, runs: int, cells: int) -> None:
                 raise RuntimeError(f"kernel start {i}: boxes {boots}, {template_count(home)} templates; expected "
                                    f"one {want} box and one template")
 
-        got = measure(DEFAULT_NAME, runs + 1, cells, check)
+        try:
+            got = measure(DEFAULT_NAME, runs + 1, cells, check)
+        finally:
+            if saved is None:
+                os.environ.pop("BOXLITE_HOME", None)
+            else:
+                os.environ["BOXLITE_HOME"] = saved
     run.add("boxlite_first_start", row("BoxLite kernel, first start on a home with no template (cold boot, "
                                        "kernel, making the template) -> kernel_info_reply", "ms", got["start"][:1]))
     run.add("boxlite_start", row("BoxLite kernel start, box from its template -> kernel_info_reply", "ms",
