@@ -14,7 +14,7 @@ min and max):
                   launcher), no VM at all
   inbox_kernel    the in-box kernel's own time for each warm request (busy -> idle, stamped by the kernel)
 The warm_run floor is inbox_kernel + what a native client adds around host_ipykernel (bench/measure.py
-bridge_floor_ms). Goal: warm_run - floor (what the bridge adds) under 5 ms.
+bridge_floor_ms); what the bridge adds is measured request by request (bridge_overhead_ms). Goal: under 5 ms.
 """
 
 from __future__ import annotations

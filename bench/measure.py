@@ -2,7 +2,8 @@
 
 A row is a plain dict (it goes into the raw JSON under bench/results/ as is):
     {"label": what it measures, in words, "unit": "ms", "median", "min", "max", "n", "samples": [...],
-     optional "floor": a summary, "floor_name", "goal", "met", "note", and any extra facts}
+     optional "floor": a summary, "floor_name", "floor_unit" (when not the row's), "goal", "met", "note",
+     and any extra facts}
 """
 
 from __future__ import annotations
@@ -47,3 +48,15 @@ def bridge_floor_ms(inbox_kernel_own_ms: float, host_round_trip_ms: float, host_
     on the host (the round trip to a local ipykernel minus that kernel's own time). What a CodeBox run takes
     above this is the bridge's cost: the portal, the agent's relay and the host client."""
     return inbox_kernel_own_ms + max(host_round_trip_ms - host_kernel_own_ms, 0.0)
+
+
+def bridge_overhead_ms(trips: Sequence[float], inbox_own: Sequence[float], host_trips: Sequence[float],
+                       host_own: Sequence[float]) -> float:
+    """What the bridge adds to a CodeBox round trip, paired request by request (each trip minus the in-box
+    kernel's own time for that same request, so a slow kernel moment does not count as bridge), minus what a
+    native client adds around a host kernel (each host trip minus that kernel's own time); medians of both."""
+    if len(trips) != len(inbox_own) or len(host_trips) != len(host_own):
+        raise ValueError("round trips and kernel times must come in pairs, one per request")
+    box = statistics.median(t - k for t, k in zip(trips, inbox_own, strict=True))
+    native = statistics.median(t - k for t, k in zip(host_trips, host_own, strict=True))
+    return box - max(native, 0.0)

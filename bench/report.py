@@ -62,7 +62,7 @@ def _floor(r: dict[str, Any]) -> str:
     floor = r.get("floor")
     if not floor:
         return "-"
-    return f"{r.get('floor_name', 'floor')}: {_num(floor['median'])} {r['unit']}"
+    return f"{r.get('floor_name', 'floor')}: {_num(floor['median'])} {r.get('floor_unit', r['unit'])}"
 
 
 def _goal(r: dict[str, Any]) -> str:

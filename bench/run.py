@@ -22,7 +22,8 @@ before create() returns. Each row says which of these it measures, and checks th
   warm_exec_true    exec `true` in a running box                                   floor: portal Ping round trip
   warm_run_1plus1   CodeBox.run("1+1") in a running CodeBox     floor: the in-box kernel's own time for the request
                     (stamped by the kernel in the box) + what a native client adds around a local ipykernel on
-                    the host (round trip minus that kernel's own time); above the floor is the bridge's cost
+                    the host (round trip minus that kernel's own time); the bridge's cost is what a run takes
+                    above the floor, paired request by request (bench/measure.py bridge_overhead_ms)
   warm_python       exec `python3 -c 1+1` in a running box                         floor: portal Ping round trip
   idle_box_rss      host RSS of one idle box started from the template (shim + QEMU + passt), 256 MiB guest,
                     after create and one command, 2 s idle                         floor: bare restored QEMU
@@ -53,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_core import floor_boot_s
 from homes import bench_home, runtime_in, template_count
 from kernel_floor import codebox_runs, host_ipykernel
-from measure import bridge_floor_ms, row, summary
+from measure import bridge_floor_ms, bridge_overhead_ms, row, summary
 from record import Run
 from report import text_table
 
@@ -252,7 +253,7 @@ async def warm_rows(run: Run, rt: boxlite.Boxlite, runs: int, execs: int, restor
                                 floor_name="bare restored QEMU", guest_mib=MEMORY_MIB, goal="< 150 MiB",
                                 met=rss < 150))
     run.add("exec_1000", row(f"{execs} sequential execs of `true`", "execs/s", rates, floor=summary(ping_rates),
-                             floor_name="Pings/s", execs=execs))
+                             floor_name="sequential portal Pings", floor_unit="Pings/s", execs=execs))
 
 
 async def concurrent_row(run: Run, rt: boxlite.Boxlite, runs: int, one_start: dict[str, Any]) -> None:
@@ -309,11 +310,13 @@ def bridge_row(trips: list[float], inbox_own: list[float], host_trips: list[floa
     """The warm CodeBox.run row: its floor from the in-box kernel's own time and a host ipykernel's round trip."""
     floor = bridge_floor_ms(statistics.median(inbox_own), statistics.median(host_trips),
                             statistics.median(host_own))
-    overhead = round(statistics.median(trips) - floor, 1)
+    overhead = round(bridge_overhead_ms(trips, inbox_own, host_trips, host_own), 1)
     return row("warm CodeBox.run('1+1') round trip", "ms", trips, floor={"median": round(floor, 2)},
                floor_name="in-box kernel's own time + a host client's cost around a local ipykernel",
-               floor_parts={"inbox_kernel_own": summary(inbox_own), "host_ipykernel_round_trip": summary(host_trips),
-                            "host_kernel_own": summary(host_own)},
+               floor_parts={name: {**summary(samples), "samples": [round(v, 3) for v in samples]}
+                            for name, samples in (("inbox_kernel_own", inbox_own),
+                                                  ("host_ipykernel_round_trip", host_trips),
+                                                  ("host_kernel_own", host_own))},
                bridge_overhead_ms=overhead, goal="bridge overhead < 5 ms", met=overhead < 5,
                note=f"bridge overhead {overhead} ms")
 

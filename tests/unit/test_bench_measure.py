@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from kernel_floor import kernel_own_ms
-from measure import bridge_floor_ms, row, summary, unavailable
+from measure import bridge_floor_ms, bridge_overhead_ms, row, summary, unavailable
 from record import Run, parse_result_name, result_name
 
 
@@ -99,3 +99,12 @@ def test_a_run_writes_its_document_under_results(tmp_path: Path) -> None:
     assert doc["rows"]["cold"]["median"] == 5.0
     assert {"cpus", "load_avg_start", "load_avg_end"} <= set(doc["host"])
     assert json.loads(also.read_text()) == doc
+
+
+def test_bridge_overhead_is_paired_request_by_request() -> None:
+    # The kernel in the box was slow on the second request: the round trip follows it; the bridge did not change.
+    trips, own = [20.0, 220.0, 21.0], [10.0, 210.0, 10.0]
+    host_trips, host_own = [5.0, 6.0, 5.5], [3.0, 4.0, 3.5]
+    assert bridge_overhead_ms(trips, own, host_trips, host_own) == pytest.approx(10.0 - 2.0)
+    with pytest.raises(ValueError):
+        bridge_overhead_ms([1.0], [], host_trips, host_own)

@@ -25,6 +25,9 @@ SAMPLE: dict[str, Any] = {
                            "note": "6.5x faster than cold"},
         "idle_box_rss": {"label": "idle RSS", "unit": "MiB", "median": 149.0, "min": 149.0, "max": 149.0, "n": 1,
                          "samples": [149.0], "goal": "< 150 MiB", "met": True},
+        "exec_1000": {"label": "1000 execs", "unit": "execs/s", "median": 22.9, "min": 22.9, "max": 22.9, "n": 1,
+                      "samples": [22.9], "floor": {"median": 258.2, "min": 258.2, "max": 258.2, "n": 1},
+                      "floor_name": "Pings", "floor_unit": "Pings/s"},
         "warm_run_1plus1": {"label": "warm run", "unit": "ms", "available": False, "note": "no CodeBox"},
     },
 }
@@ -46,6 +49,7 @@ def test_table_rows_come_from_the_json() -> None:
     assert "| template_start | start from template | 542.1 ms [505.3, 556.9] | 2 | - | < 250 ms: **not met** | " \
            "6.5x faster than cold |" in lines
     assert "| idle_box_rss | idle RSS | 149.0 MiB | 1 | - | < 150 MiB: met |  |" in lines  # one sample: no range
+    assert "| exec_1000 | 1000 execs | 22.9 execs/s | 1 | Pings: 258.2 Pings/s | - |  |" in lines
     assert "| warm_run_1plus1 | warm run | - | 0 | - | - | not measured: no CodeBox |" in lines
     assert len(lines) == 2 + len(SAMPLE["rows"])
 
