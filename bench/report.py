@@ -128,15 +128,15 @@ def text_table(doc: dict[str, Any]) -> str:
     host = doc.get("host", {})
     lines = [f"boxlite bench {doc['script']} ({host.get('accel', '?')}, {host.get('cpus')} host cpus, load avg "
              f"{host.get('load_avg_start')} -> {host.get('load_avg_end')}; a shared machine makes numbers noisy)",
-             f"{'row':<18} {'median':>9} {'min':>9} {'max':>9} {'unit':<8} {'floor':>9}  floor / goal / note"]
+             f"{'row':<22} {'median':>9} {'min':>9} {'max':>9} {'unit':<8} {'floor':>9}  floor / goal / note"]
     for name, r in doc["rows"].items():
         if r.get("available") is False:
-            lines.append(f"{name:<18} {'-':>9} {'-':>9} {'-':>9} {r['unit']:<8} {'':>9}  {r.get('note', '')}")
+            lines.append(f"{name:<22} {'-':>9} {'-':>9} {'-':>9} {r['unit']:<8} {'':>9}  {r.get('note', '')}")
             continue
         floor = r.get("floor", {}).get("median", "")
         notes = "; ".join(x for x in (r.get("floor_name", ""), _goal(r) if "goal" in r else "", r.get("note", ""))
                           if x)
-        lines.append(f"{name:<18} {r['median']:>9} {r['min']:>9} {r['max']:>9} {r['unit']:<8} {floor:>9}  {notes}")
+        lines.append(f"{name:<22} {r['median']:>9} {r['min']:>9} {r['max']:>9} {r['unit']:<8} {floor:>9}  {notes}")
     return "\n".join(lines)
 
 
