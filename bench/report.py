@@ -108,8 +108,11 @@ def splice(text: str, script: str, block: str) -> str:
     """`text` with the generated block of `script` replaced by `block` (or appended in a new section)."""
     pattern = re.compile(rf"<!-- BEGIN GENERATED {re.escape(script)}[:\s].*?<!-- END GENERATED {re.escape(script)} -->",
                          re.DOTALL)
-    if pattern.search(text):
-        return pattern.sub(lambda _: block, text, count=1)
+    found = len(pattern.findall(text))
+    if found > 1:
+        raise ValueError(f"{found} generated sections for {script}: keep one pair of its markers")
+    if found:
+        return pattern.sub(lambda _: block, text)
     title = TITLES.get(script, f"bench/{script}")
     return text.rstrip("\n") + f"\n\n## {title}\n\n{block}\n"
 

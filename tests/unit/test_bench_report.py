@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import report
@@ -105,3 +107,12 @@ def test_committed_results_md_is_what_the_committed_results_make() -> None:
     assert report.latest_results(bench / "results"), "no raw results are committed under bench/results/"
     assert report.render(md.read_text(), bench / "results") == md.read_text(), \
         "bench/RESULTS.md is out of date: run python3 bench/report.py"
+
+
+def test_two_sections_for_one_script_are_refused() -> None:
+    section = "<!-- BEGIN GENERATED run: x -->\n<!-- END GENERATED run -->\n"
+    with pytest.raises(ValueError, match="2 generated sections for run"):
+        report.splice(section + section, "run", "new")
+    # Another script's markers, even with a name that starts the same, are not this one's.
+    other = "<!-- BEGIN GENERATED run_x: x -->\nold\n<!-- END GENERATED run_x -->\n"
+    assert report.splice(other + section, "run", "new") == other + "new\n"
