@@ -32,7 +32,7 @@ from boxlite._errors import (
 )
 from boxlite._metrics import RuntimeMetrics
 from boxlite._options import BoxOptions, Options
-from boxlite._snapshots import SnapshotInfo, SnapshotStore, Warmup, stale_reason
+from boxlite._snapshots import SnapshotInfo, SnapshotStore, Warmup, fit_options, stale_reason
 from boxlite._state import (
     ACTIVE,
     CONFIGURED,
@@ -163,7 +163,8 @@ class Boxlite:
         if opts.snapshot is not None:
             source = self._snapshot_source(opts)
             image = Image.model_validate(source.image_record)
-            opts = opts.model_copy(update={"cpus": source.cpus, "memory_mib": source.memory_mib})
+            # Checked before anything is made: an option the snapshot's machine cannot have is a ConfigError.
+            opts = fit_options(source, opts)
         else:
             image = await anyio.to_thread.run_sync(self._resolve_image, opts)
             key = await anyio.to_thread.run_sync(self._snapshots.key_for, opts, image, warmup.tag if warmup else "")
@@ -214,14 +215,6 @@ class Boxlite:
         if why is not None:
             raise InvalidStateError(f"snapshot {source.name} cannot be restored: {why}",
                                     fix="take a new snapshot from a box started now, and remove this one")
-        for field, value in (("cpus", source.cpus), ("memory_mib", source.memory_mib)):
-            if field in opts.model_fields_set and getattr(opts, field) != value:
-                raise ConfigError(f"snapshot {source.name} was taken with {field}={value}; a box restored from "
-                                  f"it cannot have {field}={getattr(opts, field)}",
-                                  fix=f"leave {field} unset (or {value}) with snapshot=")
-        if opts.image is not None and opts.image != source.image:
-            raise ConfigError(f"snapshot {source.name} is of image {source.image}, not {opts.image}",
-                              fix="leave image unset with snapshot=")
         return source
 
     def _configure(self, opts: BoxOptions, image: Image, source: SnapshotInfo | None = None) -> Box:

@@ -578,10 +578,13 @@ async def _run(args: argparse.Namespace) -> int:
         net_fields = box_options(args)
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
-    source: dict[str, Any] = {"image": None if rootfs else (args.image or DEFAULT_IMAGE), "rootfs_path": rootfs,
-                              "cpus": args.cpus, "memory_mib": args.memory}
-    if args.snapshot:  # the snapshot fixes the image and the resources
-        source = {"snapshot": args.snapshot}
+    # Only what was given: with --snapshot, the snapshot fixes the image and the resources, and a flag that asks
+    # for others is refused by the snapshot's fit check (runtime.create), never dropped.
+    source: dict[str, Any] = {"rootfs_path": rootfs, "snapshot": args.snapshot,
+                              "image": args.image if rootfs is None else None}
+    if not args.snapshot and source["image"] is None and rootfs is None:
+        source["image"] = DEFAULT_IMAGE
+    source.update({k: v for k, v in (("cpus", args.cpus), ("memory_mib", args.memory)) if v is not None})
     opts = BoxOptions(**source, env=dict(args.env or []), working_dir=args.workdir, user=args.user,
                       name=args.name, auto_remove=args.rm, detach=True, **net_fields)
     runtime = _runtime(args)
@@ -767,8 +770,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rm", action="store_true", help="remove the box when it stops")
     p.add_argument("-d", "--detach", action="store_true", help="leave the box running and print its id")
     p.add_argument("--name", metavar="NAME", help="name the box")
-    p.add_argument("--cpus", type=int, default=1, metavar="N", help="virtual CPUs (default 1)")
-    p.add_argument("--memory", "-m", type=int, default=512, metavar="MIB", help="memory in MiB (default 512)")
+    p.add_argument("--cpus", type=int, metavar="N", help="virtual CPUs (default 1; a snapshot's own with --snapshot)")
+    p.add_argument("--memory", "-m", type=int, metavar="MIB",
+                   help="memory in MiB (default 512; a snapshot's own with --snapshot)")
     p.add_argument("--rootfs", metavar="PATH", help="boot from an OCI image layout directory instead of IMAGE")
     p.add_argument("--entrypoint", metavar="CMD", help='override the image\'s entrypoint ("" clears it)')
     add_run_options(p)

@@ -72,7 +72,8 @@ def test_run_options() -> None:
 
 def test_run_defaults() -> None:
     args = cli.parse_args(["run"])
-    assert (args.cpus, args.memory, args.timeout, args.entrypoint, args.env) == (1, 512, None, None, None)
+    # No --cpus/--memory: BoxOptions' defaults (1, 512), or with --snapshot the snapshot's own.
+    assert (args.cpus, args.memory, args.timeout, args.entrypoint, args.env) == (None, None, None, None, None)
 
 
 def test_exec_parses_box_and_command() -> None:
