@@ -232,7 +232,7 @@ class ImageStore:
                 return RemovedImage(untagged=[name], deleted=None, bytes_freed=0)
             users = list(self._users().get(digest, []))
             if users:
-                raise in_use_error(name or digest, digest, users)
+                raise _in_use_error(name or digest, digest, users)
             templates, freed = self._discard_templates(digest)
             for ref in names:
                 self._ref_path(ref).unlink(missing_ok=True)
@@ -701,7 +701,7 @@ class ImageStore:
         return sorted(rows, key=lambda row: row[0])
 
 
-def in_use_error(shown: str, digest: str, users: Sequence[str]) -> InvalidStateError:
+def _in_use_error(shown: str, digest: str, users: Sequence[str]) -> InvalidStateError:
     """Why an image cannot be removed: the boxes (and snapshots) whose disks are based on it."""
     return InvalidStateError(
         f"image {shown} ({short_digest(digest)}) is used by {len(users)} box(es): " + ", ".join(users),
