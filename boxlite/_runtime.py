@@ -72,8 +72,9 @@ class Boxlite:
         self.options = options or Options()
         self.home = self.options.home_dir or default_home()
         self._store = StateStore(self.home / "boxlite.db")
-        self._images = ImageStore(self.home, registries=self.options.image_registries, in_use=self._boxes_by_image)
         self._snapshots = SnapshotStore(self)
+        self._images = ImageStore(self.home, registries=self.options.image_registries, in_use=self._boxes_by_image,
+                                  discard_templates=self._snapshots.discard_templates_of)
         # Boxes created here without detach=True: they end with this runtime (close(), or at interpreter exit).
         self._owned: dict[str, Box] = {}
         self._closed = False
@@ -120,7 +121,8 @@ class Boxlite:
         return self._images
 
     def _boxes_by_image(self) -> dict[str, list[str]]:
-        """{manifest digest: [names (or ids) of the boxes whose disks are based on it]}."""
+        """{manifest digest: [names (or ids) of the boxes, and the snapshots, whose disks are based on it]}; the
+        start templates are not in it: removing an image discards them."""
         used: dict[str, list[str]] = {}
         for rec in self._store.all():
             digest = (rec.image or {}).get("digest")

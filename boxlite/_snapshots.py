@@ -287,9 +287,10 @@ class SnapshotStore:
             shutil.rmtree(trash, ignore_errors=True)
 
     def image_digests(self) -> dict[str, builtins.list[str]]:
-        """{image digest: [snapshot names]}: the images snapshots' disks are based on."""
+        """{image digest: ["snapshot NAME", ...]}: the images snapshots' disks are based on. Not the templates':
+        those are a cache, discarded with their image (discard_templates_of)."""
         used: dict[str, builtins.list[str]] = {}
-        for info in [*self.list(), *self.templates()]:
+        for info in self.list():
             used.setdefault(info.image_digest, []).append(f"{info.kind} {info.name}")
         return used
 
@@ -421,6 +422,19 @@ class SnapshotStore:
             self._discard(info.dir)
             return None
         return info
+
+    def discard_templates_of(self, image_digest: str) -> tuple[builtins.list[str], int]:
+        """Discard every start template whose disk is based on this image (the image is going away): (their
+        names, the bytes freed). Boxes restored from them keep working: each has its own copy of the disk."""
+        from boxlite.images._files import allocated_bytes
+
+        names, freed = [], 0
+        for info in self.templates():
+            if info.image_digest == image_digest:
+                freed += allocated_bytes(info.dir)
+                self._discard(info.dir)
+                names.append(info.name)
+        return names, freed
 
     def discard_template(self, info: SnapshotInfo) -> None:
         if info.kind == "template" and info.dir.parent == self.templates_root:
