@@ -141,6 +141,11 @@ def _wait_for_exit(pid: int, timeout: float) -> bool:
         os.close(fd)
 
 
+def _run_of(rec: BoxRecord) -> tuple[int | None, float | None]:
+    """Which run of the box's VM a record describes: CPU counters start again with each."""
+    return rec.shim_pid, rec.started_at
+
+
 class Box:
     def __init__(self, runtime: Boxlite, record: BoxRecord) -> None:
         self._runtime = runtime
@@ -466,12 +471,13 @@ class Box:
         )
         if rec.status != RUNNING:
             return m
+        start = self._cpu_sample
+        if start is None or start.run != _run_of(rec):
+            start, _ = await self._sample_cpu(rec)  # nothing to start from: a window of our own, from now
+        wait = start.at + MIN_CPU_WINDOW_S - time.monotonic()
+        if wait > 0:  # the previous call was too recent (or there was none) for a figure worth reading
+            await anyio.sleep(wait)
         sample, guest = await self._sample_cpu(rec)
-        start = self._cpu_sample if self._cpu_sample is not None and self._cpu_sample.run == sample.run else None
-        if start is None or sample.at - start.at < MIN_CPU_WINDOW_S:
-            start = start or sample
-            await anyio.sleep(start.at + MIN_CPU_WINDOW_S - time.monotonic())
-            sample, guest = await self._sample_cpu(rec)
         self._cpu_sample = sample
         m.cpu_percent, m.guest_cpu_percent = cpu_percents(start, sample)
         rss = [r for r in (process_rss_bytes(p) for p in box_process_ids(rec.shim_pid)) if r is not None]
@@ -491,7 +497,7 @@ class Box:
         with contextlib.suppress(PortalError):
             guest = await self._client.metrics(timeout=5.0)
         busy, total = (guest.cpu_busy_s, guest.cpu_total_s) if guest is not None else (None, None)
-        return CpuSample(run=(rec.shim_pid, rec.started_at), at=at, host_s=host_s, guest_busy_s=busy,
+        return CpuSample(run=_run_of(rec), at=at, host_s=host_s, guest_busy_s=busy,
                          guest_total_s=total), guest
 
     def __repr__(self) -> str:

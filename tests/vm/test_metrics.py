@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -60,8 +61,11 @@ async def test_cpu_is_over_the_last_interval_not_since_boot(runtime: boxlite.Box
     box = await runtime.create(boxlite.BoxOptions(memory_mib=256))
     try:
         burn = await _busy_loop(box)
+        spinning = time.monotonic()
         first = await box.metrics()  # no earlier call: over a short window inside the call
         busy = await box.metrics()  # since `first`
+        while time.monotonic() - spinning < 4:  # a loop long enough to weigh in any average since boot
+            busy = await box.metrics()
         await burn.kill()
         await burn.wait(timeout=30)
         await box.metrics()  # closes the interval in which the loop ended
@@ -69,9 +73,10 @@ async def test_cpu_is_over_the_last_interval_not_since_boot(runtime: boxlite.Box
         assert first.guest_cpu_percent is not None and first.guest_cpu_percent > 80, first
         assert busy.guest_cpu_percent is not None and busy.guest_cpu_percent > 80, busy
         assert idle.guest_cpu_percent is not None and idle.guest_cpu_percent < 25, idle
-        # The host figure covers the same intervals: QEMU emulating the loop, then QEMU idling.
+        # The host figure covers the same intervals: QEMU emulating the loop, then QEMU idling. (How much of a
+        # host core the loop gets depends on what else the host runs.)
         assert busy.cpu is not None and idle.cpu is not None
-        assert busy.cpu > 30 and idle.cpu < busy.cpu / 2, (busy.cpu, idle.cpu)
+        assert busy.cpu > 10 and idle.cpu < busy.cpu / 2, (busy.cpu, idle.cpu)
     finally:
         await runtime.remove(box.id, force=True)
 
