@@ -30,18 +30,16 @@ from boxlite._errors import (
     StorageError,
     TimeoutError,
 )
-from boxlite._metrics import RuntimeMetrics
+from boxlite._metrics import RuntimeMetrics, vm_is_up
 from boxlite._options import BoxOptions, Options
 from boxlite._snapshots import SnapshotInfo, SnapshotStore, Warmup, fit_options, stale_reason
 from boxlite._state import (
     ACTIVE,
     CONFIGURED,
-    RUNNING,
     STOPPING,
     BoxRecord,
     StateStore,
     default_home,
-    process_alive,
 )
 from boxlite.engine import Accel, detect_accel
 from boxlite.engine.snapshot import copy_sparse
@@ -295,8 +293,7 @@ class Boxlite:
         return RuntimeMetrics(
             boxes_created_total=counters.get("boxes_created", 0),
             boxes_failed_total=counters.get("boxes_failed", 0),
-            num_running_boxes=sum(1 for rec in self._store.all()
-                                  if rec.status == RUNNING and process_alive(rec.vmm_pid, None)),
+            num_running_boxes=sum(1 for rec in self._store.all() if vm_is_up(rec)),
             total_commands_executed=counters.get("commands", 0),
             total_exec_errors=counters.get("exec_errors", 0),
         )
