@@ -49,7 +49,11 @@ def ensure_assets(home: Path, progress: Progress = print) -> Assets:
 
 
 def find_assets(home: Path) -> Assets:
-    """The assets as they are now; raise with the fix when any is missing (never builds)."""
+    """The assets a box needs, without a setup run; raise with the fix when any is missing.
+
+    It builds one thing: the guest root of a new version of the agent, when the Debian base it is made from is
+    cached (seconds, not a setup run), so changing the agent needs no `boxlite setup`. That build can fail like
+    any other. `boxlite doctor` does not call this: it only looks."""
     assets = home / "assets"
     qemu, qemu_img = _tool("qemu-system-x86_64"), _tool("qemu-img")
     kernel = assets / f"vmlinux-6.1-{kernel_key()}"
