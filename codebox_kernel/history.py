@@ -79,10 +79,14 @@ class History:
             return
         if output is not None and len(output) > MAX_OUTPUT_CHARS:
             output = None
-        with self._db:
-            if self._session is None:
-                self._session = self._db.execute("INSERT INTO sessions (start) VALUES (datetime('now'))").lastrowid
-            self._db.execute("INSERT INTO history VALUES (?, ?, ?, ?)", (self._session, line, source, output))
+        try:
+            with self._db:
+                if self._session is None:
+                    self._session = self._db.execute("INSERT INTO sessions (start) VALUES (datetime('now'))"
+                                                     ).lastrowid
+                self._db.execute("INSERT INTO history VALUES (?, ?, ?, ?)", (self._session, line, source, output))
+        except sqlite3.Error as exc:  # called from the relay: a cell's reply must not fail for its history
+            log.warning("a cell could not be added to the kernel's history: %s", exc)
 
     def close(self) -> None:
         self._db.close()
@@ -90,7 +94,14 @@ class History:
     # -- history_request ------------------------------------------------------------------------------------
     def answer(self, content: dict[str, Any]) -> dict[str, Any]:
         """The content of a history_reply to a history_request's `content`."""
-        output = bool(content.get("output", False))
+        try:
+            found = self._find(content)
+        except sqlite3.Error as exc:
+            log.warning("the kernel's history could not be read: %s", exc)
+            found = []
+        return {"status": "ok", "history": [e.as_list(bool(content.get("output", False))) for e in found]}
+
+    def _find(self, content: dict[str, Any]) -> list[Entry]:
         kind = content.get("hist_access_type")
         if kind == "tail":
             n = _int(content.get("n"))
@@ -103,7 +114,7 @@ class History:
                                 bool(content.get("unique", False)))
         else:
             found = []
-        return {"status": "ok", "history": [e.as_list(output) for e in found]}
+        return found
 
     def tail(self, n: int) -> list[Entry]:
         """The last `n` cells, oldest first; the current session's come before older sessions' (as IPython)."""
@@ -162,7 +173,7 @@ def _open(path: str | os.PathLike[str] | None) -> sqlite3.Connection:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # the code typed is nobody else's business
             os.close(fd)
-            db = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False)
+            db = sqlite3.connect(str(path), timeout=1.0, check_same_thread=False)
             # WAL without a sync per cell: a crash may lose the last cells, never the file (a few us per cell).
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")

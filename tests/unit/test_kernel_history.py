@@ -110,3 +110,11 @@ def test_an_unusable_file_leaves_history_in_memory(tmp_path: Path) -> None:
     history = History(tmp_path / "not-a-db")
     history.record("still = 'kept'", 1)
     assert history.tail(1) == [Entry(1, 1, "still = 'kept'")]
+
+
+def test_a_failing_database_never_fails_the_cell(tmp_path: Path) -> None:
+    """record() runs in the relay of a cell's reply: a database error is logged, not raised."""
+    history = History(tmp_path / "kernel-history.sqlite")
+    history.close()
+    history.record("x = 1", 1)
+    assert history.answer({"hist_access_type": "tail", "n": 5}) == {"status": "ok", "history": []}
