@@ -2,156 +2,85 @@
 
     python3 bench/bench_codebox.py [--runs N] [--execs N] [--json FILE]
 
-Measures (medians, with min and max):
-  ready        CodeBox() entered -> first run("1+1") returned (box boot + kernel start + first cell)
-  kernel_start CodeBox.restart() in a running box (a new kernel until it answers kernel_info)
-  warm_run     run("1+1") round trip on a warm kernel, from the host through the portal bridge
-  inbox_floor  the same execute_request sent to the same kernel from inside the box by the lightest client
-               (the agent's ZMTP code, hand-signed messages, ipc; no portal): the kernel's own floor
-  host_local   the same request to a local ipykernel on the host through jupyter_client (no VM at all)
-Goal: warm_run - inbox_floor (what the bridge adds) under 5 ms.
+Writes the raw results to bench/results/<time>-codebox.json (bench/report.py makes RESULTS.md's table). Boxes
+live in a BOXLITE_HOME of the bench's own that starts with no template (bench/homes.py). Measures (medians, with
+min and max):
+  first           the first CodeBox on that home -> first run("1+1") returned: cold boot, kernel start and
+                  making the CodeBox template (one sample per run of this script)
+  from_template   CodeBox restored from that template (its kernel already running) -> first run("1+1") returned
+  kernel_start    CodeBox.restart() in a running box (a new kernel until it answers kernel_info)
+  warm_run        run("1+1") round trip on a warm kernel, from the host through the portal bridge
+  host_ipykernel  the same request to a local ipykernel on the host (jupyter_client, CodeBox's own kernel
+                  launcher), no VM at all
+  inbox_kernel    the in-box kernel's own time for each warm request (busy -> idle, stamped by the kernel)
+The warm_run floor is inbox_kernel + what a native client adds around host_ipykernel (bench/measure.py
+bridge_floor_ms); what the bridge adds is measured request by request (bridge_overhead_ms). Goal: under 5 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import statistics
+import sys
 import time
 from pathlib import Path
-from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from homes import bench_home, runtime_in, template_count
+from kernel_floor import codebox_runs, host_ipykernel
+from measure import row
+from record import Run
+from report import text_table
+from run import bridge_row, codebox_to_first_run, expect_boot
 
 import boxlite
-from guest import zmtp
-
-# The lightest client there is, run inside the box: the agent's own ZMTP code (copied in) and hand-signed
-# messages over the kernel's ipc sockets, waiting for the reply and the idle status as CodeBox.run does.
-INBOX_CLIENT = r"""
-import hashlib, hmac, json, select, sys, time, uuid
-sys.path.insert(0, "/tmp")
-from boxlite_zmtp import Peer
-conn = json.load(open(sys.argv[1]))
-key = conn["key"].encode()
-ident = uuid.uuid4().hex.encode()
-shell = Peer(f"{conn['ip']}-{conn['shell_port']}", "DEALER", ident)
-iopub = Peer(f"{conn['ip']}-{conn['iopub_port']}", "SUB")
-session = uuid.uuid4().hex
-
-def request(code):
-    header = {"msg_id": uuid.uuid4().hex, "msg_type": "execute_request", "session": session, "username": "bench",
-              "date": "2026-01-01T00:00:00Z", "version": "5.3"}
-    parts = [json.dumps(p).encode() for p in (header, {}, {}, {"code": code, "silent": False,
-             "store_history": True, "user_expressions": {}, "allow_stdin": False})]
-    sig = hmac.new(key, b"".join(parts), hashlib.sha256).hexdigest().encode()
-    shell.send([b"<IDS|MSG>", sig, *parts])
-    return header["msg_id"]
-
-def run(code):
-    msg_id = request(code)
-    idle = reply = False
-    while not (idle and reply):
-        ready, _, _ = select.select([shell.sock, iopub.sock], [], [], 30)
-        for sock in ready:
-            peer = shell if sock is shell.sock else iopub
-            for frames in peer.read_available() or []:
-                i = frames.index(b"<IDS|MSG>")
-                parent, content = json.loads(frames[i + 3]), json.loads(frames[i + 5])
-                if parent.get("msg_id") != msg_id:
-                    continue
-                if peer is shell:
-                    reply = True
-                elif content.get("execution_state") == "idle":
-                    idle = True
-
-for _ in range(20):  # until iopub's subscription has landed
-    t = time.perf_counter(); run("1+1")
-times = []
-for _ in range(int(sys.argv[2])):
-    t = time.perf_counter()
-    run("1+1")
-    times.append(time.perf_counter() - t)
-print(json.dumps(times))
-"""
 
 
-def stats(samples: list[float]) -> dict[str, float]:
-    ms = [s * 1000 for s in samples]
-    return {"median_ms": round(statistics.median(ms), 2), "min_ms": round(min(ms), 2), "max_ms": round(max(ms), 2),
-            "n": len(ms)}
-
-
-async def measure_box(runs: int, execs: int) -> dict[str, Any]:
-    ready, kernel_start, warm, floor = [], [], [], []
-    for i in range(runs):
-        start = time.monotonic()
-        async with boxlite.CodeBox() as cb:
-            await cb.run("1+1")
-            ready.append(time.monotonic() - start)
-            if i == 0:
-                for _ in range(3):
-                    await cb.run("1+1")
-                for _ in range(execs):
-                    t = time.perf_counter()
-                    await cb.run("1+1")
-                    warm.append(time.perf_counter() - t)
-                assert cb.kernel.info is not None
-                await cb.files.write("/tmp/boxlite_zmtp.py", Path(zmtp.__file__).read_text())
-                result = await cb.exec("python3", "-c", INBOX_CLIENT, cb.kernel.info.connection_file, str(execs),
-                                       timeout=600)
-                if result.exit_code != 0:
-                    raise RuntimeError(f"in-box client failed: {result.stderr}")
-                floor = json.loads(result.stdout)
+async def measure(run: Run, runs: int, execs: int) -> None:
+    with bench_home() as home:
+        async with runtime_in(home) as rt:
+            run.host["accel"] = rt._accel().name
+            first_ms, boot = await codebox_to_first_run(rt)
+            expect_boot("first", boot, "cold")
+            if template_count(home) != 1:
+                raise RuntimeError("the first CodeBox left no template")
+            restored = []
+            for _ in range(runs):
+                ms, boot = await codebox_to_first_run(rt)
+                expect_boot("from_template", boot, "restored")
+                restored.append(ms)
+            kernel_start = []
+            async with boxlite.CodeBox(runtime=rt) as cb:
+                trips, inbox_own = await codebox_runs(cb, "1+1", execs)
                 for _ in range(2):
-                    t = time.monotonic()
+                    start = time.perf_counter()
                     await cb.restart()
-                    kernel_start.append(time.monotonic() - t)
-    return {"ready": stats(ready), "kernel_start": stats(kernel_start), "warm_run": stats(warm),
-            "inbox_floor": stats(floor)}
-
-
-def measure_host_local(execs: int) -> dict[str, float] | None:
-    try:
-        from jupyter_client.manager import start_new_kernel
-    except ImportError:
-        return None
-    try:
-        km, kc = start_new_kernel(kernel_name="python3")
-    except Exception:  # no local ipykernel
-        return None
-    try:
-        times = []
-        for _ in range(execs + 3):
-            t = time.perf_counter()
-            kc.execute_interactive("1+1", timeout=30, output_hook=lambda msg: None)
-            times.append(time.perf_counter() - t)
-        return stats(times[3:])
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+                    kernel_start.append((time.perf_counter() - start) * 1000)
+    host_trips, host_own = await asyncio.to_thread(host_ipykernel, "1+1", execs)
+    run.add("first", row("the first CodeBox on a home with no template -> first run('1+1') (cold boot, kernel "
+                         "start, making the template)", "ms", [first_ms]))
+    run.add("from_template", row("CodeBox from its template (kernel already running) -> first run('1+1')", "ms",
+                                 restored))
+    run.add("kernel_start", row("CodeBox.restart(): a new kernel in a running box, until kernel_info", "ms",
+                                kernel_start))
+    run.add("warm_run", bridge_row(trips, inbox_own, host_trips, host_own))
+    run.add("host_ipykernel", row("the same run('1+1') request to a local ipykernel on the host", "ms",
+                                  host_trips))
+    run.add("inbox_kernel", row("the in-box kernel's own time per warm request (busy -> idle, its stamps)", "ms",
+                                inbox_own))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3, help="CodeBoxes to start for the ready time")
+    parser.add_argument("--runs", type=int, default=3, help="CodeBoxes started from the template")
     parser.add_argument("--execs", type=int, default=50, help="round trips per warm measurement")
-    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
-    results = asyncio.run(measure_box(args.runs, args.execs))
-    local = measure_host_local(args.execs)
-    if local is not None:
-        results["host_local"] = local
-    results["bridge_overhead_ms"] = round(results["warm_run"]["median_ms"] - results["inbox_floor"]["median_ms"], 2)
-    width = max(len(k) for k in results)
-    for name, value in results.items():
-        if isinstance(value, dict):
-            print(f"{name:<{width}}  median {value['median_ms']:>9.2f} ms   min {value['min_ms']:>9.2f}   "
-                  f"max {value['max_ms']:>9.2f}   n={value['n']}")
-        else:
-            print(f"{name:<{width}}  {value} ms (goal: under 5)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    run = Run("codebox", {"runs": args.runs, "execs": args.execs})
+    asyncio.run(measure(run, args.runs, args.execs))
+    run.write(also=args.json)
+    print(text_table(run.document()))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """Core timings of boxlite on this host, as medians of several runs, against the floor of a bare QEMU boot.
-(The whole suite, snapshots included, is bench/run.py; this module also provides its boot floor.)
+(The whole suite, template starts included, is bench/run.py; this module also provides its boot floor.)
 
     python3 bench/bench_core.py [--runs N] [--json FILE]
 
-Measures:
+Writes the raw results to bench/results/<time>-core.json (bench/report.py makes RESULTS.md's table). Boxes live
+in a BOXLITE_HOME of the bench's own (bench/homes.py). Measures:
   floor       bare QEMU (same kernel, guest root, machine) from launch to python3 printing "ready" on the console
-  cold        runtime.create() -> first exec result of `python3 -c 'print(1)'`
+  cold        runtime.create() with templates off (a real cold boot, checked) -> first exec result of
+              `python3 -c 'print(1)'`
   warm_true   exec of `true` in a running box
   warm_python exec of `python3 -c pass` in a running box
-  idle_rss    host RSS of one idle box: the shim, QEMU and the vsock device together
+  idle_rss    host RSS of one idle cold-booted box: the shim, QEMU and passt together
 Goals on a TCG host: cold within 1.5x of the floor; warm `true` under 30 ms.
 """
 
@@ -16,12 +18,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from homes import bench_home, runtime_in
+from measure import row, summary
+from record import Run
+from report import text_table
 
 import boxlite
 from boxlite._metrics import box_process_ids, process_rss_bytes
@@ -79,48 +88,51 @@ async def exec_ms(box: boxlite.Box, *argv: str) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-async def main(runs: int) -> dict[str, float]:
-    runtime = boxlite.Boxlite()
+async def measure(run: Run, runtime: boxlite.Boxlite, runs: int) -> None:
+    """runtime: templates off, so every create() boots cold."""
     image = runtime.images.get(boxlite.DEFAULT_IMAGE)
+    run.host["accel"] = detect_accel(runtime.options.accel).name
     floors, colds = [], []
     for _ in range(runs):
-        floors.append(floor_boot_s(runtime, image.disk_path))
-        start = time.monotonic()
+        floors.append(floor_boot_s(runtime, image.disk_path) * 1000)
+        start = time.perf_counter()
         box = await runtime.create(boxlite.BoxOptions())
         await exec_ms(box, "python3", "-c", "print(1)")
-        colds.append(time.monotonic() - start)
+        colds.append((time.perf_counter() - start) * 1000)
+        if box.info().boot != "cold":
+            raise RuntimeError(f"the cold row's box started {box.info().boot!r}, not cold")
         await runtime.remove(box.id, force=True)
     box = await runtime.create(boxlite.BoxOptions())
     try:
         trues = [await exec_ms(box, "true") for _ in range(max(30, runs))]
         pythons = [await exec_ms(box, "python3", "-c", "pass") for _ in range(max(10, runs))]
         rec = box._refresh()
-        rss = sum(process_rss_bytes(p) or 0 for p in box_process_ids(rec.shim_pid))
+        rss = sum(process_rss_bytes(p) or 0 for p in box_process_ids(rec.shim_pid)) / 2**20
     finally:
         await runtime.remove(box.id, force=True)
-    floor, cold = statistics.median(floors), statistics.median(colds)
-    return {
-        "accel": detect_accel(runtime.options.accel).name,
-        "floor_boot_s": round(floor, 3),
-        "cold_create_to_first_exec_s": round(cold, 3),
-        "cold_over_floor": round(cold / floor, 2),
-        "warm_true_ms": round(statistics.median(trues), 1),
-        "warm_python_ms": round(statistics.median(pythons), 1),
-        "idle_box_rss_mib": round(rss / 2**20, 1),
-        "runs": runs,
-    }
+    ratio = round(statistics.median(colds) / statistics.median(floors), 2)
+    run.add("cold", row("cold start: create() with templates off -> first `python3 -c print(1)` result", "ms",
+                        colds, floor=summary(floors), floor_name="bare QEMU boot to python3", cold_over_floor=ratio,
+                        goal="within 1.5x of the floor", met=ratio <= 1.5, note=f"{ratio}x the floor"))
+    warm = statistics.median(trues)
+    run.add("warm_true", row("warm exec `true` in a running box", "ms", trues, goal="< 30 ms", met=warm < 30))
+    run.add("warm_python", row("warm exec `python3 -c pass` in a running box", "ms", pythons))
+    run.add("idle_rss", row("host RSS of one idle cold-booted box (shim + QEMU + passt), 512 MiB guest", "MiB",
+                            [rss]))
+
+
+async def main(run: Run, runs: int) -> None:
+    with bench_home() as home:
+        async with runtime_in(home, templates=False) as runtime:
+            await measure(run, runtime, runs)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
-    result = asyncio.run(main(args.runs))
-    width = max(map(len, result))
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
-    print(f"goals: cold_over_floor <= 1.5 ({'met' if result['cold_over_floor'] <= 1.5 else 'NOT met'}); "
-          f"warm_true_ms < 30 ({'met' if result['warm_true_ms'] < 30 else 'NOT met'})")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    run = Run("core", {"runs": args.runs})
+    asyncio.run(main(run, args.runs))
+    run.write(also=args.json)
+    print(text_table(run.document()))

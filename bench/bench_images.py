@@ -9,6 +9,7 @@ in alternating rounds on that one image:
   tools    `skopeo copy docker://... oci:DIR` + `umoci unpack` + `mke2fs -d` of the same size (as root)
   cached   a second ImageStore.pull() of the cached image (asks the registry, downloads nothing) and get()
 Goals: ours no slower than the tools; a second pull of a cached image under 50 ms.
+Writes the raw results to bench/results/<time>-images.json (bench/report.py makes RESULTS.md's table).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from measure import row, summary
+from record import Run
+from report import text_table
 
 from boxlite._state import default_home
 from boxlite.images import ImageStore
@@ -88,7 +95,8 @@ def tools(work: Path) -> tuple[float, dict[str, float]]:
     return done - started, {"download": t_copy - started, "unpack": t_unpack - t_copy, "disk": done - t_unpack}
 
 
-def cached(rounds: int = 20) -> dict[str, float]:
+def cached(rounds: int = 20) -> dict[str, list[float]]:
+    """Milliseconds of: a second pull of a cached image, get(), and a pull from a new store (a new client)."""
     with tempfile.TemporaryDirectory(prefix="bench-images-") as tmp:
         store = ImageStore(Path(tmp) / "home")
         store.pull(REF)
@@ -103,15 +111,16 @@ def cached(rounds: int = 20) -> dict[str, float]:
             t = time.perf_counter()
             ImageStore(Path(tmp) / "home").pull(REF)  # a new store: a new HTTP client too
             fresh.append(time.perf_counter() - t)
-    return {"second_pull_ms": statistics.median(pulls) * 1000, "get_ms": statistics.median(gets) * 1000,
-            "pull_new_store_ms": statistics.median(fresh) * 1000}
+    return {"second_pull": [s * 1000 for s in pulls], "get": [s * 1000 for s in gets],
+            "pull_new_store": [s * 1000 for s in fresh]}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
+    run = Run("images", {"rounds": args.rounds})
     layout = default_home() / "images" / "layouts" / "default"
     if not (layout / "index.json").is_file():
         print(f"bench_images: no default image layout at {layout}: run `boxlite setup`", file=sys.stderr)
@@ -133,19 +142,23 @@ def main() -> int:
             total, phases = results[name][-1]
             detail = ", ".join(f"{k} {v:.2f} s" for k, v in phases.items())
             print(f"{name:5}  {total:6.2f} s  ({detail})", flush=True)
-    summary: dict[str, object] = {
-        name: {"median_s": statistics.median(t for t, _ in runs), "runs_s": [round(t, 3) for t, _ in runs]}
-        for name, runs in results.items()
-    }
-    summary.update(cached())
-    ours_s = statistics.median(t for t, _ in results["ours"])
-    tools_s = statistics.median(t for t, _ in results["tools"])
-    print(f"pull+unpack+disk: ours {ours_s:.2f} s, skopeo+umoci+mke2fs {tools_s:.2f} s "
-          f"({'no slower' if ours_s <= tools_s else f'{ours_s / tools_s:.2f}x slower'})")
-    print(f"cached image: second pull {summary['second_pull_ms']:.1f} ms (goal < 50 ms), "
-          f"get {summary['get_ms']:.2f} ms, pull from a new store {summary['pull_new_store_ms']:.1f} ms")
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    ours_s = [t for t, _ in results["ours"]]
+    tools_s = [t for t, _ in results["tools"]]
+    slower = statistics.median(ours_s) / statistics.median(tools_s)
+    times = cached()
+    second = statistics.median(times["second_pull"])
+    run.add("pull", row("ImageStore.pull() of the default image from the local registry: download, verify, unpack, "
+                        "build the ext4 disk", "s", ours_s, floor=summary(tools_s),
+                        floor_name="skopeo + umoci + mke2fs", goal="no slower than the tools", met=slower <= 1,
+                        note=f"{slower:.2f}x the tools"))
+    run.add("pull_tools", row("skopeo copy + umoci unpack + mke2fs -d of the same image", "s", tools_s))
+    run.add("second_pull", row("a second pull() of the cached image (asks the registry, downloads nothing)", "ms",
+                               times["second_pull"], goal="< 50 ms", met=second < 50))
+    run.add("get", row("get() of the cached image", "ms", times["get"]))
+    run.add("pull_new_store", row("pull() of the cached image from a new store (a new HTTP client too)", "ms",
+                                  times["pull_new_store"]))
+    run.write(also=args.json)
+    print(text_table(run.document()))
     return 0
 
 

@@ -30,7 +30,15 @@ from boxlite._errors import (
 )
 from boxlite._exec_args import check_exec_args, check_tty_size
 from boxlite._execution import ExecStatus, Execution
-from boxlite._metrics import BoxMetrics, CpuSampler, box_process_ids, process_cpu_seconds, process_rss_bytes
+from boxlite._metrics import (
+    MIN_CPU_WINDOW_S,
+    BoxMetrics,
+    CpuSample,
+    box_process_ids,
+    cpu_percents,
+    host_cpu_seconds,
+    process_rss_bytes,
+)
 from boxlite._portal import portal_pb2 as pb
 from boxlite._portal_client import PortalClient
 from boxlite._state import (
@@ -134,12 +142,17 @@ def _wait_for_exit(pid: int, timeout: float) -> bool:
         os.close(fd)
 
 
+def _run_of(rec: BoxRecord) -> tuple[int | None, float | None]:
+    """Which run of the box's VM a record describes: CPU counters start again with each."""
+    return rec.shim_pid, rec.started_at
+
+
 class Box:
     def __init__(self, runtime: Boxlite, record: BoxRecord) -> None:
         self._runtime = runtime
         self._record = record
         self._client = PortalClient(self.socket_dir / "portal.sock", record.id)
-        self._cpu = CpuSampler()
+        self._cpu_sample: CpuSample | None = None  # where the next metrics() call's CPU interval starts
 
     # -- identity and state -------------------------------------------------------------------------------
     @property
@@ -394,21 +407,26 @@ class Box:
         )
         if tty:
             request.tty.CopyFrom(pb.TtySize(rows=rows, cols=cols))
-        store = self._runtime._store
 
         def on_exit(status: ExecStatus) -> None:
             if status.exit_code != 0:
-                store.bump(f"box:{self.id}:exec_errors")
-                store.bump("exec_errors")
+                self._count_error()
 
         execution = Execution(self._client, list(request.argv), on_exit)
-        store.bump(f"box:{self.id}:commands")
-        store.bump("commands")
+        self._count_command()
         try:
             await execution._start(request)
         except PortalError:
             raise self._explain_portal_failure() from None
         return execution
+
+    def _count_command(self) -> None:
+        """One more command (an exec, or a code cell) in this box's counters and the home's."""
+        self._runtime._store.bump_each(f"box:{self.id}:commands", "commands")
+
+    def _count_error(self) -> None:
+        """One more failed command (see BoxMetrics) in this box's counters and the home's."""
+        self._runtime._store.bump_each(f"box:{self.id}:exec_errors", "exec_errors")
 
     def _explain_portal_failure(self) -> BoxliteError:
         """When the agent cannot be reached, say whether the VM died (EngineError) or only the link (PortalError)."""
@@ -444,6 +462,7 @@ class Box:
 
     # -- metrics --------------------------------------------------------------------------------------------
     async def metrics(self) -> BoxMetrics:
+        """Counters, and resource use now; CPU over the last interval (see BoxMetrics for which)."""
         rec = self._refresh()
         counters = self._runtime._store.counters()
         m = BoxMetrics(
@@ -455,19 +474,34 @@ class Box:
         )
         if rec.status != RUNNING:
             return m
-        pids = box_process_ids(rec.shim_pid)
-        cpu = [c for c in (process_cpu_seconds(p) for p in pids) if c is not None]
-        rss = [r for r in (process_rss_bytes(p) for p in pids) if r is not None]
-        m.cpu_percent = self._cpu.percent(sum(cpu), rec.started_at) if cpu else None
+        start = self._cpu_sample
+        if start is None or start.run != _run_of(rec):
+            start, _ = await self._sample_cpu(rec)  # nothing to start from: a window of our own, from now
+        wait = start.at + MIN_CPU_WINDOW_S - time.monotonic()
+        if wait > 0:  # the previous call was too recent (or there was none) for a figure worth reading
+            await anyio.sleep(wait)
+        sample, guest = await self._sample_cpu(rec)
+        self._cpu_sample = sample
+        m.cpu_percent, m.guest_cpu_percent = cpu_percents(start, sample)
+        rss = [r for r in (process_rss_bytes(p) for p in box_process_ids(rec.shim_pid)) if r is not None]
         m.memory_bytes = sum(rss) if rss else None
-        with contextlib.suppress(PortalError):
-            g = await self._client.metrics(timeout=5.0)
-            m.guest_memory_total_bytes = g.mem_total_bytes
-            m.guest_memory_used_bytes = g.mem_total_bytes - g.mem_available_bytes
-            m.guest_processes = g.processes
-            m.disk_total_bytes, m.disk_used_bytes = g.disk_total_bytes, g.disk_used_bytes
-            m.guest_cpu_percent = round(100 * g.cpu_busy_s / g.cpu_total_s, 1) if g.cpu_total_s else None
+        if guest is not None:
+            m.guest_memory_total_bytes = guest.mem_total_bytes
+            m.guest_memory_used_bytes = guest.mem_total_bytes - guest.mem_available_bytes
+            m.guest_processes = guest.processes
+            m.disk_total_bytes, m.disk_used_bytes = guest.disk_total_bytes, guest.disk_used_bytes
         return m
+
+    async def _sample_cpu(self, rec: BoxRecord) -> tuple[CpuSample, pb.GuestMetrics | None]:
+        """The CPU counters of the host processes and of the guest, read together (and the guest's reply)."""
+        at = time.monotonic()
+        host_s = host_cpu_seconds(rec.shim_pid)
+        guest: pb.GuestMetrics | None = None
+        with contextlib.suppress(PortalError):
+            guest = await self._client.metrics(timeout=5.0)
+        busy, total = (guest.cpu_busy_s, guest.cpu_total_s) if guest is not None else (None, None)
+        return CpuSample(run=_run_of(rec), at=at, host_s=host_s, guest_busy_s=busy,
+                         guest_total_s=total), guest
 
     def __repr__(self) -> str:
         return f"<Box {self.id} name={self.name!r} status={self._record.status}>"

@@ -100,6 +100,8 @@ def check_exec_args(
         if not name or "=" in name:
             raise _bad(f"invalid environment variable name {_shown(name)}: it must be non-empty and hold no '='",
                        "rename the variable")
+        if name in environment:  # pairs naming a variable twice: one value would be silently dropped
+            raise _bad(f"env sets {_shown(name)} twice", "give each variable once")
         environment[name] = _text(value, f"environment variable {name}", env_fix)
 
     if user is not None:

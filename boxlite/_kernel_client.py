@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import logging
 import signal as signals
 import uuid
 from collections.abc import Callable
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from boxlite._box import Box
 
+log = logging.getLogger("boxlite")
 CHANNELS = {pb.SHELL: "shell", pb.IOPUB: "iopub", pb.STDIN: "stdin", pb.CONTROL: "control"}
 CHANNEL_IDS = {name: value for value, name in CHANNELS.items()}
 # After a kernel_info reply, how long its iopub status may lag before the request is sent again.
@@ -86,6 +88,16 @@ class _Waiter:
     queue: asyncio.Queue[Delivery] = field(default_factory=asyncio.Queue)
 
 
+def _cell_id(channel: str, msg: dict[str, Any]) -> str | None:
+    """The msg_id of a code cell (a non-silent execute_request), else None."""
+    header = msg.get("header") or {}
+    content = msg.get("content") or {}
+    if channel != "shell" or header.get("msg_type") != "execute_request" or not isinstance(content, dict) \
+            or content.get("silent"):
+        return None
+    return str(header.get("msg_id"))
+
+
 def _start_error(box: Box, exc: grpc.aio.AioRpcError) -> BoxliteError:
     detail = exc.details() or ""
     code = exc.code()
@@ -122,6 +134,9 @@ class KernelClient:
         self._waiters: dict[str, list[_Waiter]] = {}
         self._listeners: list[Callable[[Delivery], None]] = []
         self._identity = uuid.uuid4().hex.encode()
+        # Code cells sent and not answered yet. Each cell is one of the box's commands (see BoxMetrics), whoever
+        # sends it (CodeBox.run or the Jupyter kernel's frontend): counting here counts them all, once.
+        self._cells: set[str] = set()
 
     @property
     def _stub(self) -> pb_grpc.KernelStub:
@@ -230,6 +245,7 @@ class KernelClient:
                                    fix="restart it; give the box more memory if it keeps happening")
 
     async def disconnect(self) -> None:
+        self._cells_unfinished()  # no reply can come now: the kernel is being restarted or left
         call, self._call = self._call, None
         reader, self._reader = self._reader, None
         if call is not None:
@@ -303,11 +319,40 @@ class KernelClient:
         if buffers:
             frames.extend(bytes(b) for b in buffers)
         request = pb.KernelClientMessage(message=pb.KernelFrames(channel=CHANNEL_IDS[channel], frames=frames))
+        cell = _cell_id(channel, msg)
+        if cell is not None:
+            self._cells.add(cell)  # before the write: its reply may be read before the write returns
         try:
             async with self._write_lock:
                 await self._call.write(request)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            if cell is not None:
+                self._cells.discard(cell)
             raise self.box._explain_portal_failure() from None
+        if cell is not None:
+            self._count(self.box._count_command)
+
+    def _cell_answered(self, reply: KernelMessage) -> None:
+        """A cell's reply: not "ok" (it raised, or was aborted after an earlier error) makes it an error."""
+        cell = reply.parent_id
+        if cell is None or cell not in self._cells:
+            return
+        self._cells.discard(cell)
+        if reply.content.get("status") != "ok":
+            self._count(self.box._count_error)
+
+    def _cells_unfinished(self) -> None:
+        """Cells that will never be answered (the kernel died, or is being restarted) failed."""
+        cells, self._cells = self._cells, set()
+        for _ in cells:
+            self._count(self.box._count_error)
+
+    def _count(self, bump: Callable[[], None]) -> None:
+        # Counting runs inside the message path: a busy state database must not break the kernel's stream.
+        try:
+            bump()
+        except BoxliteError as exc:
+            log.warning("could not count a cell in the metrics of box %s: %s", self.box.id, exc)
 
     async def _read_forever(self, call: Any) -> None:
         assert self.session is not None
@@ -333,6 +378,7 @@ class KernelClient:
             gone = KernelGone(error=PortalError(f"reading from the kernel of box {self.box.id} failed: {exc!r}",
                                                 fix="restart the kernel"))
         self.gone = gone
+        self._cells_unfinished()
         for waiters in list(self._waiters.values()):
             for waiter in waiters:
                 waiter.queue.put_nowait(gone)
@@ -350,6 +396,8 @@ class KernelClient:
         except Exception:  # a malformed or badly signed message: nothing sensible to route
             return
         item = KernelMessage(CHANNELS.get(frames_msg.channel, "shell"), msg)
+        if item.channel == "shell" and item.msg_type == "execute_reply":
+            self._cell_answered(item)  # counted before anyone hears of the reply
         for listener in list(self._listeners):
             listener(item)
         parent_id = item.parent_id

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from boxlite._errors import ConfigError
 from boxlite._netopts import (
@@ -19,21 +19,13 @@ from boxlite._netopts import (
     parse_port,
     parse_volume,
 )
+from boxlite._validation import Validated
+from boxlite._validation import shown as _shown
 from boxlite.images.config import RegistryConfig, check_search_host
 from boxlite.images.reference import check_image_option
 
 MIN_MEMORY_MIB, MAX_MEMORY_MIB = 128, 65536
 MAX_DISK_GB = 2048
-
-
-def _shown(value: Any, limit: int = 80) -> str:
-    """repr() of a bad input for an error message: cut to `limit` characters, and never failing itself
-    (a 5000-digit int cannot be repr'd under Python's int-to-str limit)."""
-    try:
-        text = repr(value)
-    except Exception:  # whatever the input's repr does, the error message must still be made
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_text(value: str, what: str) -> str:
@@ -62,49 +54,7 @@ def _number_as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
-def _config_error(exc: ValidationError, model: type[BaseModel]) -> ConfigError:
-    messages = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            valid = ", ".join(sorted(model.model_fields))
-            messages.append(f"unknown option {where!r} (valid options: {valid})")
-        elif err["type"] == "value_error":
-            messages.append(str(err["ctx"]["error"]) if "ctx" in err else err["msg"])
-        else:
-            messages.append(f"{where}: {err['msg']} (got {_shown(err.get('input'))})")
-    return ConfigError("; ".join(messages), fix="correct the option and try again")
-
-
-class _Validated(BaseModel):
-    """A pydantic model whose validation failures are ConfigError, as the rest of the library promises."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise _config_error(exc, type(self)) from None
-        except UnicodeEncodeError:
-            raise _unencodable() from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        try:
-            super().__setattr__(name, value)
-        except ValidationError as exc:
-            raise _config_error(exc, type(self)) from None
-        except UnicodeEncodeError:
-            raise _unencodable(name) from None
-
-
-def _unencodable(name: str | None = None) -> ConfigError:
-    """pydantic-core cannot carry a message quoting a lone surrogate: it raises UnicodeEncodeError instead."""
-    return ConfigError(f"{'option ' + repr(name) if name else 'an option'} holds text that is not valid UTF-8 "
-                       "(a lone surrogate, as from undecodable bytes)", fix="pass text that can be encoded as UTF-8")
-
-
-class Options(_Validated):
+class Options(Validated):
     """Runtime options: where state lives and how VMs are run."""
 
     home_dir: Path | None = None
@@ -117,7 +67,7 @@ class Options(_Validated):
     # order (Docker Hub when none is given); a RegistryConfig (or dict) sets a host's mirrors, plain-http
     # ("insecure") use and credentials: {"host": "docker.io", "mirrors": ["http://127.0.0.1:5000"]}.
     # Merged with $BOXLITE_REGISTRY_MIRRORS & co. and HOME/registries.json (see boxlite/images/config.py).
-    image_registries: list[str | RegistryConfig] = []
+    image_registries: list[str | RegistryConfig] = Field(default_factory=list)
     # Start boxes from a ready snapshot of a booted box ("template") whenever their options allow; the first box
     # of each image/resources combination boots cold and leaves the template behind. False: always cold.
     templates: bool = True
@@ -145,7 +95,7 @@ class Options(_Validated):
         return v
 
 
-class BoxOptions(_Validated):
+class BoxOptions(Validated):
     """What a box is made of: its image, its resources and the defaults of the commands run in it."""
 
     image: str | None = None
@@ -153,7 +103,7 @@ class BoxOptions(_Validated):
     cpus: int = 1
     memory_mib: int = 512
     disk_size_gb: float | None = None
-    env: dict[str, str] = {}
+    env: dict[str, str] = Field(default_factory=dict)
     working_dir: str | None = None
     user: str | None = None
     name: str | None = None
@@ -163,8 +113,8 @@ class BoxOptions(_Validated):
     cmd: list[str] | None = None
     # What the box reaches and what reaches it (boxlite/_netopts.py).
     network: NetworkSpec = NetworkSpec()
-    ports: list[PortSpec] = []
-    volumes: list[VolumeSpec] = []
+    ports: list[PortSpec] = Field(default_factory=list)
+    volumes: list[VolumeSpec] = Field(default_factory=list)
 
     @field_validator("network", mode="before")
     @classmethod
@@ -189,13 +139,22 @@ class BoxOptions(_Validated):
         # The reference API takes a list of (key, value) pairs; a dict is accepted too.
         # Numbers are written out (("PORT", 8080) -> "8080"); anything else must already be a string (None is
         # not turned into "None", nor a 2-character string into a pair).
+        # A name given twice in pairs is refused: one of the two values would be silently dropped.
+        if isinstance(v, dict):
+            return {k: _number_as_text(val) for k, val in v.items()}
         if isinstance(v, list | tuple):
             if not all(isinstance(pair, list | tuple) and len(pair) == 2 for pair in v):
                 raise ValueError("env must be a dict or a list of (key, value) pairs")
-            try:
-                return {_number_as_text(k): _number_as_text(val) for k, val in v}
-            except TypeError:  # a key that cannot be one (a list, say)
-                raise ValueError("env names must be strings") from None
+            env: dict[Any, Any] = {}
+            for k, val in v:
+                name = _number_as_text(k)
+                try:
+                    if name in env:
+                        raise ValueError(f"env sets {_shown(name)} twice; give each name once")
+                    env[name] = _number_as_text(val)
+                except TypeError:  # a key that cannot be one (a list, say)
+                    raise ValueError("env names must be strings") from None
+            return env
         return v
 
     @field_validator("env")

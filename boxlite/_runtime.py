@@ -30,18 +30,16 @@ from boxlite._errors import (
     StorageError,
     TimeoutError,
 )
-from boxlite._metrics import RuntimeMetrics
+from boxlite._metrics import RuntimeMetrics, vm_is_up
 from boxlite._options import BoxOptions, Options
-from boxlite._snapshots import SnapshotInfo, SnapshotStore, Warmup, stale_reason
+from boxlite._snapshots import SnapshotInfo, SnapshotStore, Warmup, fit_options, stale_reason
 from boxlite._state import (
     ACTIVE,
     CONFIGURED,
-    RUNNING,
     STOPPING,
     BoxRecord,
     StateStore,
     default_home,
-    process_alive,
 )
 from boxlite.engine import Accel, detect_accel
 from boxlite.engine.snapshot import copy_sparse
@@ -72,8 +70,9 @@ class Boxlite:
         self.options = options or Options()
         self.home = self.options.home_dir or default_home()
         self._store = StateStore(self.home / "boxlite.db")
-        self._images = ImageStore(self.home, registries=self.options.image_registries, in_use=self._boxes_by_image)
         self._snapshots = SnapshotStore(self)
+        self._images = ImageStore(self.home, registries=self.options.image_registries, in_use=self._boxes_by_image,
+                                  discard_templates=self._snapshots.discard_templates_of)
         # Boxes created here without detach=True: they end with this runtime (close(), or at interpreter exit).
         self._owned: dict[str, Box] = {}
         self._closed = False
@@ -120,7 +119,8 @@ class Boxlite:
         return self._images
 
     def _boxes_by_image(self) -> dict[str, list[str]]:
-        """{manifest digest: [names (or ids) of the boxes whose disks are based on it]}."""
+        """{manifest digest: [names (or ids) of the boxes, and the snapshots, whose disks are based on it]}; the
+        start templates are not in it: removing an image discards them."""
         used: dict[str, list[str]] = {}
         for rec in self._store.all():
             digest = (rec.image or {}).get("digest")
@@ -166,7 +166,8 @@ class Boxlite:
         if opts.snapshot is not None:
             source = self._snapshot_source(opts)
             image = Image.model_validate(source.image_record)
-            opts = opts.model_copy(update={"cpus": source.cpus, "memory_mib": source.memory_mib})
+            # Checked before anything is made: an option the snapshot's machine cannot have is a ConfigError.
+            opts = fit_options(source, opts)
         else:
             image = await anyio.to_thread.run_sync(self._resolve_image, opts)
             key = await anyio.to_thread.run_sync(self._snapshots.key_for, opts, image, warmup.tag if warmup else "")
@@ -217,14 +218,6 @@ class Boxlite:
         if why is not None:
             raise InvalidStateError(f"snapshot {source.name} cannot be restored: {why}",
                                     fix="take a new snapshot from a box started now, and remove this one")
-        for field, value in (("cpus", source.cpus), ("memory_mib", source.memory_mib)):
-            if field in opts.model_fields_set and getattr(opts, field) != value:
-                raise ConfigError(f"snapshot {source.name} was taken with {field}={value}; a box restored from "
-                                  f"it cannot have {field}={getattr(opts, field)}",
-                                  fix=f"leave {field} unset (or {value}) with snapshot=")
-        if opts.image is not None and opts.image != source.image:
-            raise ConfigError(f"snapshot {source.name} is of image {source.image}, not {opts.image}",
-                              fix="leave image unset with snapshot=")
         return source
 
     def _configure(self, opts: BoxOptions, image: Image, source: SnapshotInfo | None = None) -> Box:
@@ -303,8 +296,7 @@ class Boxlite:
         return RuntimeMetrics(
             boxes_created_total=counters.get("boxes_created", 0),
             boxes_failed_total=counters.get("boxes_failed", 0),
-            num_running_boxes=sum(1 for rec in self._store.all()
-                                  if rec.status == RUNNING and process_alive(rec.vmm_pid, None)),
+            num_running_boxes=sum(1 for rec in self._store.all() if vm_is_up(rec)),
             total_commands_executed=counters.get("commands", 0),
             total_exec_errors=counters.get("exec_errors", 0),
         )

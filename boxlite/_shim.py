@@ -387,10 +387,7 @@ class SerialBoot:
         # applies it before it serves anything else.
         self.link.restore(_wire.encode_restore_request(b"", "", "", time.time_ns()))
         reply = _wire.decode(payload)  # a RestoreReply: 1 agent_version, 2 kernel, 3 uptime_s, 4 restore_ms
-        # The guest's own clock: it resumed at the snapshot's uptime; now it says when the agent was ready.
-        uptime, restore_ms = _wire.double(reply, 3), _wire.double(reply, 4)
-        boot_ms = round((uptime - float(restore["uptime_s"])) * 1000, 1) if restore.get("uptime_s") \
-            else round(restore_ms, 1)
+        boot_ms = _restored_boot_ms(_wire.double(reply, 3), restore.get("uptime_s"))
         return boot_ms, {"agent_version": _wire.text(reply, 1), "kernel": _wire.text(reply, 2)}
 
     async def close(self) -> None:
@@ -417,10 +414,22 @@ def _die_with_parent() -> None:
 
 
 def _guest_boot_ms(ready: bytes) -> float | None:
+    """A cold boot's kernel start -> agent ready, as the agent measured it (None when it did not say)."""
     try:
-        return round(_wire.double(_wire.decode(ready), 2), 1)  # Ready.boot_ms
+        boot_ms = _wire.double(_wire.decode(ready), 2)  # Ready.boot_ms
     except (ValueError, IndexError):
         return None
+    return round(boot_ms, 1) if boot_ms > 0 else None
+
+
+def _restored_boot_ms(ready_uptime_s: float, snapshot_uptime_s: float | None) -> float | None:
+    """A restore's guest time from the snapshot's moment to the agent's answer, on the guest's own clock (it
+    resumed from where it stood when the snapshot was taken). None when either end is unknown (a snapshot whose
+    clock could not be read, an agent that did not say): no stand-in figure."""
+    if not snapshot_uptime_s or ready_uptime_s <= 0:
+        return None
+    boot_ms = (ready_uptime_s - float(snapshot_uptime_s)) * 1000
+    return round(boot_ms, 1) if boot_ms > 0 else None
 
 
 def main() -> None:

@@ -30,11 +30,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from boxlite._errors import AlreadyExistsError, ConfigError, InvalidStateError, NotFoundError, StorageError
+from boxlite._netopts import NetworkSpec
 from boxlite.provision._common import digest_of
 
 if TYPE_CHECKING:
@@ -137,6 +138,77 @@ def stale_reason(info: SnapshotInfo, current_key: str | None = None) -> str | No
     return None
 
 
+def machine_config(info: SnapshotInfo) -> dict[str, Any]:
+    """The guest configuration the snapshot's machine was booted with (network kind, volumes, published guest
+    ports), read back from its kernel command line: a snapshot-capable box carries it there inline
+    (`boxlite.config=b64:...`, boxlite/engine/network.py), and it is exactly what its memory holds."""
+    import base64
+
+    for item in info.cmdline.split():
+        if item.startswith("boxlite.config=b64:"):
+            try:
+                decoded = json.loads(base64.urlsafe_b64decode(item.removeprefix("boxlite.config=b64:")))
+            except ValueError:
+                break
+            return decoded if isinstance(decoded, dict) else {}
+    return {}
+
+
+def fit_options(info: SnapshotInfo, opts: BoxOptions) -> BoxOptions:
+    """The options of a box restored from `info`, checked before anything is made.
+
+    A restore brings back the snapshot's whole machine: its memory, cpus, devices and disk. An option that
+    would need another machine is a ConfigError naming it; an option left unset takes the snapshot's value
+    (cpus, memory, network). Published ports, allow-lists and volumes cannot be had on a restored machine:
+    ports and allow-lists are relayed over vsock, which a snapshot-capable machine has none of (its portal is
+    a virtio-serial port, the one kind QEMU migrates), and a 9p share is a device the snapshot would have to
+    hold (QEMU refuses to snapshot a box with one mounted).
+    """
+    name = info.name
+    if opts.image is not None and opts.image != info.image:
+        raise ConfigError(f"snapshot {name} is of image {info.image}, not {opts.image}",
+                          fix="leave image unset with snapshot=")
+    if opts.rootfs_path is not None:
+        raise ConfigError(f"snapshot {name} is of image {info.image}: a box restored from it cannot have "
+                          f"rootfs_path={opts.rootfs_path}", fix="leave rootfs_path unset with snapshot=")
+    for field, value in (("cpus", info.cpus), ("memory_mib", info.memory_mib)):
+        if field in opts.model_fields_set and getattr(opts, field) != value:
+            raise ConfigError(f"snapshot {name} was taken with {field}={value}; a box restored from it cannot "
+                              f"have {field}={getattr(opts, field)}",
+                              fix=f"leave {field} unset (or {value}) with snapshot=")
+    if opts.disk_size_gb is not None:
+        image_bytes = int(info.image_record.get("disk_bytes") or 0)
+        if max(image_bytes, int(opts.disk_size_gb * 1024**3)) != info.disk_size_bytes:
+            raise ConfigError(f"snapshot {name} holds a disk of {info.disk_size_bytes / 1024**3:g} GiB; a box "
+                              f"restored from it cannot have disk_size_gb={opts.disk_size_gb:g} (the guest's "
+                              "memory knows the disk's size)", fix="leave disk_size_gb unset with snapshot=")
+    if opts.ports:
+        raise ConfigError(f"a box restored from snapshot {name} cannot publish ports: published ports are relayed "
+                          "over vsock, and a snapshot's machine has none (its portal is a virtio-serial port, the "
+                          "only kind QEMU can snapshot)",
+                          fix="drop ports= (-p) with snapshot=, or publish the port on a box booted without one")
+    if opts.volumes:
+        raise ConfigError(f"a box restored from snapshot {name} cannot have volumes: a shared folder is a device "
+                          "of the machine, and the snapshot's machine has none",
+                          fix="drop volumes= (-v) with snapshot=, or copy files in with box.copy_in() once it runs")
+    machine = machine_config(info)
+    if machine.get("volumes"):
+        raise InvalidStateError(f"snapshot {name} cannot be restored: its machine has shared folders",
+                                fix="take the snapshot from a box without volumes")
+    kind = (machine.get("network") or {}).get("kind", "nat")
+    if opts.network.kind == "allowlist":
+        raise ConfigError(f"a box restored from snapshot {name} cannot have an allow_net list: allowed "
+                          "destinations are relayed over vsock, and a snapshot's machine has none",
+                          fix="drop allow_net with snapshot=, or boot a box with it without one")
+    snap_mode: Literal["enabled", "disabled"] = "disabled" if kind == "none" else "enabled"
+    if "network" in opts.model_fields_set and opts.network.mode != snap_mode:
+        raise ConfigError(f"snapshot {name} was taken with network {snap_mode!r}; a box restored from it cannot "
+                          f"have network {opts.network.mode!r} (the network device is part of the machine)",
+                          fix=f"leave network unset (or {snap_mode!r}) with snapshot=")
+    return opts.model_copy(update={"cpus": info.cpus, "memory_mib": info.memory_mib,
+                                   "network": NetworkSpec(mode=snap_mode)})
+
+
 def _slot(info: SnapshotInfo) -> tuple[str, int, int, int, str, str]:
     return info.image, info.cpus, info.memory_mib, info.disk_size_bytes, info.tag, info.accel
 
@@ -215,9 +287,10 @@ class SnapshotStore:
             shutil.rmtree(trash, ignore_errors=True)
 
     def image_digests(self) -> dict[str, builtins.list[str]]:
-        """{image digest: [snapshot names]}: the images snapshots' disks are based on."""
+        """{image digest: ["snapshot NAME", ...]}: the images snapshots' disks are based on. Not the templates':
+        those are a cache, discarded with their image (discard_templates_of)."""
         used: dict[str, builtins.list[str]] = {}
-        for info in [*self.list(), *self.templates()]:
+        for info in self.list():
             used.setdefault(info.image_digest, []).append(f"{info.kind} {info.name}")
         return used
 
@@ -349,6 +422,19 @@ class SnapshotStore:
             self._discard(info.dir)
             return None
         return info
+
+    def discard_templates_of(self, image_digest: str) -> tuple[builtins.list[str], int]:
+        """Discard every start template whose disk is based on this image (the image is going away): (their
+        names, the bytes freed). Boxes restored from them keep working: each has its own copy of the disk."""
+        from boxlite.images._files import allocated_bytes
+
+        names, freed = [], 0
+        for info in self.templates():
+            if info.image_digest == image_digest:
+                freed += allocated_bytes(info.dir)
+                self._discard(info.dir)
+                names.append(info.name)
+        return names, freed
 
     def discard_template(self, info: SnapshotInfo) -> None:
         if info.kind == "template" and info.dir.parent == self.templates_root:

@@ -242,6 +242,12 @@ class StateStore:
             db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
                        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, by))
 
+    def bump_each(self, *names: str) -> None:
+        """Add one to each counter, in one transaction (one disk sync: this runs once per command)."""
+        with self._tx() as db:
+            db.executemany("INSERT INTO counters (name, value) VALUES (?, 1) "
+                           "ON CONFLICT(name) DO UPDATE SET value = value + 1", [(n,) for n in names])
+
     def delete_counters(self, prefix: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM counters WHERE substr(name, 1, ?) = ?", (len(prefix), prefix))

@@ -428,10 +428,31 @@ def vm_user_check(accel_choice: str) -> tuple[str, str]:
                                            f"(uids from {jail.uid_base():#x}); {volumes}")
 
 
+def kernel_check(home: Path) -> tuple[str, str]:
+    from boxlite.provision.kernel import kernel_key
+
+    kernel = home / "assets" / f"vmlinux-6.1-{kernel_key()}"
+    return ("ok", str(kernel)) if kernel.exists() else ("fail", f"{kernel} missing; run `boxlite setup`")
+
+
+def guest_root_check(home: Path) -> tuple[str, str]:
+    """The guest root of this version of the agent. Looked for, never made: a changed agent's root is made by
+    the first box that needs it (boxlite.provision.find_assets), from the cached Debian base in seconds."""
+    from boxlite.provision.guest_root import base_ready, guest_root_path
+
+    disk = guest_root_path(home / "assets")
+    if disk.exists():
+        return "ok", str(disk)
+    if base_ready(home / "cache"):
+        return "warn", (f"{disk.name} not made yet for this version of the agent: the first box makes it from "
+                        "the cached Debian base (seconds; `boxlite setup` does it now)")
+    return "fail", f"{disk} missing and no cached Debian base to make it from; run `boxlite setup`"
+
+
 def doctor_checks(home: Path, accel_choice: str) -> dict[str, dict[str, str]]:
-    """Every check as {name: {"status": "ok"|"warn"|"fail", "detail": ...}}. Boots nothing, builds nothing."""
+    """Every check as {name: {"status": "ok"|"warn"|"fail", "detail": ...}}. Boots nothing, builds nothing, writes
+    nothing but a probe file in the home (removed at once)."""
     from boxlite.images import ImageStore
-    from boxlite.provision import find_assets
     from boxlite.provision.vsock_device import installed_binary
 
     results: dict[str, dict[str, str]] = {}
@@ -470,21 +491,8 @@ def doctor_checks(home: Path, accel_choice: str) -> dict[str, dict[str, str]]:
     else:
         _check(results, "vsock", "fail", "neither /dev/vhost-vsock nor vhost-device-vsock; run `boxlite setup`")
 
-    try:
-        assets = find_assets(home)
-        _check(results, "kernel", "ok", str(assets.kernel))
-        _check(results, "guest_root", "ok", str(assets.guest_root))
-    except BoxliteError as exc:
-        from boxlite.provision.guest_root import guest_root_path
-        from boxlite.provision.kernel import kernel_key
-
-        expected = {"kernel": home / "assets" / f"vmlinux-6.1-{kernel_key()}",
-                    "guest_root": guest_root_path(home / "assets")}
-        for name, path in expected.items():
-            if path.exists():
-                _check(results, name, "ok", str(path))
-            else:
-                _check(results, name, "fail", f"{path} missing: {exc.detail}; run `boxlite setup`")
+    _check(results, "kernel", *kernel_check(home))
+    _check(results, "guest_root", *guest_root_check(home))
 
     try:
         images = ImageStore(home).list()
@@ -570,10 +578,13 @@ async def _run(args: argparse.Namespace) -> int:
         net_fields = box_options(args)
     except ValueError as exc:
         raise _UsageError(str(exc)) from None
-    source: dict[str, Any] = {"image": None if rootfs else (args.image or DEFAULT_IMAGE), "rootfs_path": rootfs,
-                              "cpus": args.cpus, "memory_mib": args.memory}
-    if args.snapshot:  # the snapshot fixes the image and the resources
-        source = {"snapshot": args.snapshot}
+    # Only what was given: with --snapshot, the snapshot fixes the image and the resources, and a flag that asks
+    # for others is refused by the snapshot's fit check (runtime.create), never dropped.
+    source: dict[str, Any] = {"rootfs_path": rootfs, "snapshot": args.snapshot,
+                              "image": args.image if rootfs is None else None}
+    if not args.snapshot and source["image"] is None and rootfs is None:
+        source["image"] = DEFAULT_IMAGE
+    source.update({k: v for k, v in (("cpus", args.cpus), ("memory_mib", args.memory)) if v is not None})
     opts = BoxOptions(**source, env=dict(args.env or []), working_dir=args.workdir, user=args.user,
                       name=args.name, auto_remove=args.rm, detach=True, **net_fields)
     runtime = _runtime(args)
@@ -759,8 +770,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rm", action="store_true", help="remove the box when it stops")
     p.add_argument("-d", "--detach", action="store_true", help="leave the box running and print its id")
     p.add_argument("--name", metavar="NAME", help="name the box")
-    p.add_argument("--cpus", type=int, default=1, metavar="N", help="virtual CPUs (default 1)")
-    p.add_argument("--memory", "-m", type=int, default=512, metavar="MIB", help="memory in MiB (default 512)")
+    p.add_argument("--cpus", type=int, metavar="N", help="virtual CPUs (default 1; a snapshot's own with --snapshot)")
+    p.add_argument("--memory", "-m", type=int, metavar="MIB",
+                   help="memory in MiB (default 512; a snapshot's own with --snapshot)")
     p.add_argument("--rootfs", metavar="PATH", help="boot from an OCI image layout directory instead of IMAGE")
     p.add_argument("--entrypoint", metavar="CMD", help='override the image\'s entrypoint ("" clears it)')
     add_run_options(p)

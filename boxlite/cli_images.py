@@ -5,7 +5,8 @@
     boxlite images build [NAME...]        build built-in images now (all of them without NAME); cached after
     boxlite images pull REF...            pull from a registry (a progress bar per layer on a terminal)
     boxlite images load PATH...           an OCI layout directory, a `docker save` tarball or an OCI archive
-    boxlite images rm REF...              drop names / delete images (refused while a box uses the image)
+    boxlite images rm REF...              drop names / delete images (refused while a box uses the image;
+                                          the start templates made from it are discarded with it)
     boxlite images prune [-a]             delete unnamed (-a: all unused) images and unneeded blobs
 
 Registry settings (mirrors, plain-http hosts, credentials) come from $BOXLITE_REGISTRY_MIRRORS,
@@ -228,6 +229,8 @@ def cmd_rm(args: argparse.Namespace, runtime: Boxlite) -> int:
             continue
         for name in removed.untagged:
             print(f"Untagged: {familiar_name(name)}")
+        for key in removed.templates_discarded:
+            print(f"Discarded start template: {key}")
         if removed.deleted:
             print(f"Deleted: {removed.deleted} ({human_size(removed.bytes_freed)} freed)", flush=True)
     return EXIT_BOXLITE if failed else 0

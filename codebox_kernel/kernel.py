@@ -34,6 +34,7 @@ from boxlite import (
 from codebox_kernel import commands, watchdog
 from codebox_kernel.errors import error_content, reply_type
 from codebox_kernel.frontend import Frontend, Incoming
+from codebox_kernel.history import History, default_path
 from codebox_kernel.metrics import MetricsPanel, host_comm, install_host_comms
 from codebox_kernel.notebook_box import NotebookBox
 from codebox_kernel.settings import KernelSettings
@@ -60,6 +61,7 @@ class Pending:
     request: Incoming
     timed_out: bool = False
     watchdog: asyncio.Task[None] | None = None
+    result: str | None = None  # an execute_request's result as text (kept with the cell in the history)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class BoxKernel:
     pending: dict[str, Pending] = field(default_factory=dict)
     execution_count: int = 0
     panels: list[MetricsPanel] = field(default_factory=list)
+    history: History = field(default_factory=History)
 
     def __post_init__(self) -> None:
         self._ready = asyncio.Event()
@@ -83,6 +86,7 @@ class BoxKernel:
         self._parent: dict[str, Any] = {}  # header of the request being handled (widget output goes there)
         self._comm_info_requests: set[str] = set()
         self._first_execute = True
+        self._box_session = ""  # the box kernel's own session id: a new one means a new interpreter
         self._tasks: set[asyncio.Task[Any]] = set()
         self._start_lock = asyncio.Lock()
         install_host_comms(self._publish_comm)
@@ -192,6 +196,10 @@ class BoxKernel:
                 return
         elif msg_type == "comm_info_request":
             self._comm_info_requests.add(incoming.msg_id)
+        elif msg_type == "history_request":
+            await self._idle.wait()  # after the cells before it, as a kernel answers its shell requests in order
+            self._answer_history(incoming)
+            return
         elif msg_type == "kernel_info_request" and not self._ready.is_set():
             # A first box can take a while (a cold boot under emulation, an image build); frontends give up on
             # kernel_info after a minute (JupyterLab), so after a while the host answers for the box.
@@ -276,6 +284,8 @@ class BoxKernel:
         if item.channel == "iopub":
             if pending is not None and pending.timed_out and item.msg_type == "error":
                 msg = {**msg, "content": self._timeout_content()}
+            elif pending is not None and item.msg_type == "execute_result":
+                pending.result = (item.content.get("data") or {}).get("text/plain")
             self.frontend.send("iopub", msg)
         elif item.channel == "stdin":
             if pending is not None:
@@ -285,6 +295,7 @@ class BoxKernel:
             content = dict(msg.get("content") or {})
             if item.msg_type == "execute_reply":
                 self.execution_count = int(content.get("execution_count") or self.execution_count)
+                self._remember(pending, str(msg["header"].get("session", "")), content)
                 if pending.timed_out and content.get("status") == "error":
                     content.update(self._timeout_content())
             elif item.msg_type == "kernel_info_reply":
@@ -294,6 +305,24 @@ class BoxKernel:
                 self._comm_info_requests.discard(parent_id)
                 content["comms"] = {**(content.get("comms") or {}), **self._host_comms()}
             self.frontend.send(pending.request.channel, {**msg, "content": content}, pending.request.idents)
+
+    def _remember(self, pending: Pending, box_session: str, reply: dict[str, Any]) -> None:
+        """Put a cell the box ran into the history, as IPython does: every cell run with store_history."""
+        if box_session != self._box_session:
+            if self._box_session:
+                self.history.new_session()
+            self._box_session = box_session
+        request = pending.request.content
+        if (reply.get("status") in ("ok", "error") and request.get("store_history", True)
+                and not request.get("silent", False)):
+            self.history.record(str(request.get("code", "")), int(reply.get("execution_count") or 0),
+                                pending.result)
+
+    def _answer_history(self, incoming: Incoming) -> None:
+        header = incoming.msg["header"]
+        self._publish("status", {"execution_state": "busy"}, header)
+        self._reply(incoming, self.history.answer(incoming.content))
+        self._publish("status", {"execution_state": "idle"}, header)
 
     def _settle(self, msg_id: str | None) -> None:
         pending = self.pending.pop(msg_id, None) if msg_id else None
@@ -367,6 +396,8 @@ class BoxKernel:
             self._publish("error", content, header)
             reply = {"status": "error", "execution_count": self.execution_count, **content}
         self._reply(incoming, reply)
+        if incoming.content.get("store_history", True) and not incoming.content.get("silent", False):
+            self.history.record(str(incoming.content.get("code", "")), self.execution_count)
         self._publish("status", {"execution_state": "idle"}, header)
 
     async def restart(self, new_box: bool = False) -> str:
@@ -469,8 +500,11 @@ async def run_kernel(connection_file: str, settings: KernelSettings, box_name: s
     claim = Path(connection_file + ".boxlite-claim")
     watchdog.write_claim(claim)
     watchdog.start(os.getpid(), box_name, claim, settings.persist)
-    kernel = BoxKernel(frontend, settings, NotebookBox(settings, box_name, say))
-    restart = await kernel.serve()
+    kernel = BoxKernel(frontend, settings, NotebookBox(settings, box_name, say), history=History(default_path()))
+    try:
+        restart = await kernel.serve()
+    finally:
+        kernel.history.close()
     if restart:
         watchdog.write_claim(claim, restarting=True)  # the next process takes the box over
     elif watchdog.read_claim(claim)[0] == os.getpid():

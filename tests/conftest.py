@@ -2,11 +2,15 @@
 
 The real home (where `boxlite setup` put the assets and the default image) is read here, at import time,
 before any fixture points BOXLITE_HOME somewhere else.
+
+Tests that boot boxes take `provisioned_home`: it skips them only when QEMU or a provisioned asset is absent
+(and on CI even that fails, see ../conftest.py); a broken guest fails them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,6 +31,42 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def real_home() -> Path:
     return REAL_HOME
+
+
+def vm_prerequisites_missing(home: Path) -> list[str]:
+    """What boxes need that this machine lacks: QEMU, or an asset `boxlite setup` was never run to make.
+
+    Only absence counts. A guest root that cannot be built (a broken agent) or any other error is not
+    "missing": find_assets raises it and the tests fail."""
+    from boxlite.provision.guest_root import base_ready, guest_root_path
+    from boxlite.provision.kernel import kernel_key
+    from boxlite.provision.vsock_device import installed_binary
+
+    assets = home / "assets"
+    missing = [tool for tool in ("qemu-system-x86_64", "qemu-img") if shutil.which(tool) is None]
+    if not (assets / f"vmlinux-6.1-{kernel_key()}").exists():
+        missing.append("the guest kernel")
+    # A guest root made for another version of the agent is not missing when the Debian base it is made from
+    # is cached: find_assets re-makes it, and if that fails, so do the tests.
+    if not guest_root_path(assets).exists() and not base_ready(home / "cache"):
+        missing.append("the guest root")
+    if installed_binary() is None and not (assets / "vhost-device-vsock").exists():
+        missing.append("vhost-device-vsock")
+    return missing
+
+
+@pytest.fixture(scope="session")
+def provisioned_home(real_home: Path) -> Path:
+    """The real home, holding everything a box needs; the tests that boot boxes depend on it."""
+    from boxlite.provision import find_assets
+
+    missing = vm_prerequisites_missing(real_home)
+    if missing:
+        pytest.skip(f"no VMs on this machine: {', '.join(missing)} not found for {real_home} "
+                    "(apt-get install qemu-system-x86 qemu-utils; run `boxlite setup`)")
+    # Unguarded: an error here (say the agent does not compile into a new guest root) fails every VM test.
+    find_assets(real_home)
+    return real_home
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -63,7 +63,9 @@ BASE_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_ENV = [BASE_PATH, "LANG=C.UTF-8"]
 DEFAULT_WORKDIR = "/root"
 DEFAULT_CMD = ["python3"]
-PACKAGES = ("python3", "ca-certificates")  # the default image's packages
+# The default image's packages. python-is-python3 is Debian's /usr/bin/python -> python3 symlink: examples (ours,
+# upstream BoxLite's) run `python`, as they would in the python:* images of Docker Hub.
+PACKAGES = ("python3", "python-is-python3", "ca-certificates")
 # Bumped whenever the way built-in images are made changes (hooks, options), so saved layouts are rebuilt.
 RECIPE_VERSION = 1
 RECIPE_ANNOTATION = "io.boxlite.builtin.recipe"
@@ -171,6 +173,7 @@ CODEBOX = BuiltinImage(
     description="Python 3.11 with ipykernel, ipywidgets, numpy, pandas, matplotlib (Agg backend) and pip",
     packages=(
         "python3",
+        "python-is-python3",  # `python` on PATH, as in the default image
         "python3-ipykernel",
         "python3-numpy",
         "python3-pandas",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -44,8 +44,10 @@ class LayerProgress:
 
 @dataclass(frozen=True)
 class RemovedImage:
-    """What ImageStore.remove did: the names it dropped, the digest it deleted (None if other names remain)."""
+    """What ImageStore.remove did: the names it dropped, the digest it deleted (None if other names remain), and
+    the start templates based on that image it discarded with it."""
 
     untagged: list[str]
     deleted: str | None
     bytes_freed: int
+    templates_discarded: list[str] = field(default_factory=list)

@@ -83,6 +83,8 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 LayerCallback = Callable[[LayerProgress], None]
 InUse = Callable[[], Mapping[str, Sequence[str]]]
+# Discards the start templates based on an image (its disk backs theirs); returns their names and the bytes freed.
+DiscardTemplates = Callable[[str], tuple[Sequence[str], int]]
 LAYOUT_SCHEME = "oci-layout:"
 ARCHIVE_SCHEME = "archive:"
 LOCAL_SCHEMES = (LAYOUT_SCHEME, ARCHIVE_SCHEME)
@@ -94,7 +96,10 @@ class ImageStore:
     """Images available to boxes, kept under home / "images".
 
     registries: entries as in Options.image_registries (merged with the environment and registries.json).
-    in_use: returns {manifest digest: [box names]} for images boxes are using; those cannot be removed.
+    in_use: returns {manifest digest: [box names]} for images boxes (or snapshots) are using; those cannot be
+        removed.
+    discard_templates: discards the runtime's start templates based on an image. Templates are a cache (boxes
+        boot cold without one), so they never keep an image: removing it, or pruning it, discards them.
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class ImageStore:
         *,
         registries: Sequence[RegistryEntry | Mapping[str, Any]] | None = None,
         in_use: InUse | None = None,
+        discard_templates: DiscardTemplates | None = None,
     ) -> None:
         self.home = Path(home)
         self.root = self.home / "images"
@@ -115,6 +121,7 @@ class ImageStore:
         self.blobs_dir = self.root / "blobs"
         self.blobs = BlobStore(self.blobs_dir, self.locks_dir, self.tmp_dir)
         self.in_use = in_use
+        self.discard_templates = discard_templates
         self._registry_entries = list(registries or [])
         self._settings: RegistrySettings | None = None
         self._client: RegistryClient | None = None
@@ -213,8 +220,9 @@ class ImageStore:
     def remove(self, reference: str) -> RemovedImage:
         """Drop a name; when it was the image's last name (or a digest is given), delete the image.
 
-        Deleting an image a box uses raises InvalidStateError naming the boxes. Returns what was done,
-        including the bytes freed (the disk and the blobs no other image needs).
+        Deleting an image a box (or a snapshot) uses raises InvalidStateError naming them; the start templates
+        based on it are discarded with it. Returns what was done, including the bytes freed (the disk, the
+        templates and the blobs no other image needs).
         """
         with self._store_lock(shared=False):
             digest, name = self._find_for_removal(reference.strip())
@@ -224,20 +232,19 @@ class ImageStore:
                 return RemovedImage(untagged=[name], deleted=None, bytes_freed=0)
             users = list(self._users().get(digest, []))
             if users:
-                raise InvalidStateError(
-                    f"image {name or digest} ({short_digest(digest)}) is used by {len(users)} box(es): "
-                    + ", ".join(users),
-                    fix="remove those boxes first (`boxlite rm -f BOX`), then remove the image",
-                )
+                raise _in_use_error(name or digest, digest, users)
+            templates, freed = self._discard_templates(digest)
             for ref in names:
                 self._ref_path(ref).unlink(missing_ok=True)
-            freed = self._delete_image(digest)
+            freed += self._delete_image(digest)
             freed += self._collect_blobs()
-            return RemovedImage(untagged=sorted(names), deleted=digest, bytes_freed=freed)
+            return RemovedImage(untagged=sorted(names), deleted=digest, bytes_freed=freed,
+                                templates_discarded=sorted(templates))
 
     def prune(self, all: bool = False) -> int:
         """Delete unnamed images (every image no box uses, with all=True), orphaned disks, blobs no image
-        needs and scratch files of dead processes. Images boxes use are kept. Returns the bytes freed."""
+        needs and scratch files of dead processes. Images boxes use are kept; the start templates of those
+        deleted go with them. Returns the bytes freed."""
         with self._store_lock(shared=False):
             users = self._users()
             refs = self._refs_by_digest()
@@ -246,6 +253,7 @@ class ImageStore:
                 if digest in users:
                     continue
                 if all or not refs.get(digest):
+                    freed += self._discard_templates(digest)[1]
                     for ref in refs.get(digest, []):
                         self._ref_path(ref).unlink(missing_ok=True)
                     freed += self._delete_image(digest)
@@ -253,6 +261,7 @@ class ImageStore:
             for disk in _files_with_suffix(self.disks_dir, ".ext4"):
                 digest = f"sha256:{disk.stem}"
                 if digest not in ready and digest not in users:
+                    freed += self._discard_templates(digest)[1]
                     freed += allocated_bytes(disk)
                     remove_path(disk)
             for digest, ref_names in refs.items():
@@ -618,6 +627,10 @@ class ImageStore:
     def _users(self) -> Mapping[str, Sequence[str]]:
         return self.in_use() if self.in_use is not None else {}
 
+    def _discard_templates(self, digest: str) -> tuple[Sequence[str], int]:
+        """Discard the start templates based on digest: (their names, the bytes freed)."""
+        return self.discard_templates(digest) if self.discard_templates is not None else ((), 0)
+
     def _image_digests(self) -> list[str]:
         return [f"sha256:{p.stem}" for p in _json_files(self.manifests_dir)]
 
@@ -690,6 +703,15 @@ class ImageStore:
             names = refs.get(image.digest) or [image.digest]
             rows.extend((name, image.model_copy(update={"reference": name})) for name in sorted(names))
         return sorted(rows, key=lambda row: row[0])
+
+
+def _in_use_error(shown: str, digest: str, users: Sequence[str]) -> InvalidStateError:
+    """Why an image cannot be removed: the boxes (and snapshots) whose disks are based on it."""
+    return InvalidStateError(
+        f"image {shown} ({short_digest(digest)}) is used by {len(users)} box(es): " + ", ".join(users),
+        fix="remove those boxes first (`boxlite rm -f BOX`; a snapshot: `boxlite snapshot rm NAME`), "
+            "then remove the image",
+    )
 
 
 def _check_config(config: ImageConfig, manifest: Manifest, reference: str) -> None:

@@ -10,7 +10,6 @@ in a microVM.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
 import struct
 import time
@@ -88,22 +87,15 @@ CASES = {
 }
 
 
-def _kernel_available(name: str) -> bool:
-    return name != "boxlite-python" or importlib.util.find_spec("codebox_kernel.kernel") is not None
-
-
 @pytest.mark.parametrize("kernel", [
     "python3",
     pytest.param("boxlite-python", marks=pytest.mark.vm),
 ])
-def test_run_all_cells(kernel: str, jupyterlab: Any, lab_page: Any, tmp_path: Path, real_home: Path,
+def test_run_all_cells(kernel: str, jupyterlab: Any, lab_page: Any, tmp_path: Path, request: pytest.FixtureRequest,
                        record_property: Any) -> None:
     case = CASES[kernel]
-    if not _kernel_available(kernel):
-        pytest.skip("the BoxLite kernel (codebox_kernel.kernel) is not there yet")
     if kernel == "boxlite-python":
-        if not (real_home / "assets").is_dir():
-            pytest.skip(f"VM assets are not provisioned under {real_home} (run `boxlite setup`)")
+        request.getfixturevalue("provisioned_home")  # boots a box: the VM assets, or a skip that says why
         notebook = REPO / "notebooks" / "quickstart.ipynb"
     else:
         notebook = harness_notebook(tmp_path / "harness.ipynb")
@@ -151,14 +143,10 @@ def test_run_all_cells(kernel: str, jupyterlab: Any, lab_page: Any, tmp_path: Pa
 
 
 @pytest.mark.vm
-def test_widgets_made_in_the_box_render_and_respond(jupyterlab: Any, lab_page: Any, real_home: Path,
+def test_widgets_made_in_the_box_render_and_respond(jupyterlab: Any, lab_page: Any, provisioned_home: Path,
                                                     record_property: Any) -> None:
     """notebooks/widgets.ipynb on the BoxLite kernel: the slider made in the box renders on the page, a value set
     in the box moves it and runs the box's callback, and a key pressed on the page's slider reaches the box."""
-    if not _kernel_available("boxlite-python"):
-        pytest.skip("the BoxLite kernel (codebox_kernel.kernel) is not there yet")
-    if not (real_home / "assets").is_dir():
-        pytest.skip(f"VM assets are not provisioned under {real_home} (run `boxlite setup`)")
     notebook = REPO / "notebooks" / "widgets.ipynb"
     server = jupyterlab(kernel="boxlite-python", notebooks=[notebook])
     page = lab_page

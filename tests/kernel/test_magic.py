@@ -23,7 +23,6 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
 import boxlite
-from boxlite.provision import find_assets
 
 pytestmark = [pytest.mark.vm]
 
@@ -107,14 +106,10 @@ def _clean(home: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def magic_home(tmp_path_factory: pytest.TempPathFactory, real_home: Path) -> Iterator[Path]:
-    try:
-        find_assets(real_home)
-    except Exception as exc:  # whatever is missing, no box can boot
-        pytest.skip(f"VM assets are not provisioned under {real_home} (run `boxlite setup`): {exc}")
+def magic_home(tmp_path_factory: pytest.TempPathFactory, provisioned_home: Path) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("magic-home")
     for sub in SHARED:
-        (home / sub).symlink_to(real_home / sub, target_is_directory=True)
+        (home / sub).symlink_to(provisioned_home / sub, target_is_directory=True)
     yield home
     _clean(home)
 

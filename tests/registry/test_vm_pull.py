@@ -8,21 +8,16 @@ import pytest
 from ocitools import derived_layout, directory, make_tar, push, reg
 
 import boxlite
-from boxlite.provision import find_assets
 
 pytestmark = [pytest.mark.vm, pytest.mark.anyio]
 
 
 @pytest.fixture
-def vm_assets(real_home: Path) -> Path:
-    try:
-        find_assets(real_home)
-    except Exception as exc:  # whatever is missing, no VM can boot
-        pytest.skip(f"VM assets are not provisioned under {real_home} (run `boxlite setup`): {exc}")
-    layout = real_home / "images" / "layouts" / "default"
+def vm_assets(provisioned_home: Path) -> Path:
+    layout = provisioned_home / "images" / "layouts" / "default"
     if not (layout / "index.json").is_file():
         pytest.skip(f"the default image layout {layout} is missing (run `boxlite setup`)")
-    return real_home
+    return provisioned_home
 
 
 async def test_box_boots_from_a_pulled_image(registry: str, repo: str, vm_assets: Path, tmp_path: Path) -> None:

@@ -74,6 +74,7 @@ def test_exec_args_pass_or_raise_execution_error(cmd: Any, args: Any, env: Any, 
     ({"cmd": "echo", "args": ["\ud800"]}, "lone surrogate"),  # protobuf: UnicodeEncodeError
     ({"cmd": "echo", "env": {"A": 1}}, "environment variable A must be a string"),
     ({"cmd": "echo", "env": {"A=B": "1"}}, "invalid environment variable name"),
+    ({"cmd": "echo", "env": [("A", "1"), ("A", "2")]}, "env sets 'A' twice"),
     ({"cmd": "echo", "env": {"": "1"}}, "invalid environment variable name"),
     ({"cmd": "echo", "env": "A=1"}, "env must be a dict"),
     ({"cmd": "echo", "user": 1000}, "user must be a string"),  # protobuf: TypeError

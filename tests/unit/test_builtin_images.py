@@ -43,9 +43,9 @@ def test_catalog_names_and_default_first() -> None:
     assert BUILTIN_IMAGES[DEFAULT_IMAGE].key == "default"  # existing homes keep their layouts/default
 
 
-def test_default_image_recipe_is_unchanged() -> None:
+def test_default_image_recipe() -> None:
     spec = BUILTIN_IMAGES[DEFAULT_IMAGE]
-    assert spec.packages == ("python3", "ca-certificates")
+    assert spec.packages == ("python3", "python-is-python3", "ca-certificates")
     assert spec.run_config() == {
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
         "WorkingDir": "/root",
@@ -55,8 +55,8 @@ def test_default_image_recipe_is_unchanged() -> None:
 
 def test_codebox_recipe() -> None:
     spec = BUILTIN_IMAGES[CODEBOX_IMAGE]
-    for package in ("python3", "python3-ipykernel", "python3-numpy", "python3-pandas", "python3-matplotlib",
-                    "ca-certificates"):
+    for package in ("python3", "python-is-python3", "python3-ipykernel", "python3-numpy", "python3-pandas",
+                    "python3-matplotlib", "ca-certificates"):
         assert package in spec.packages
     assert "python3-munkres" in spec.packages  # keeps scipy (and a C++ toolchain) out
     assert spec.run_config() == {
@@ -80,10 +80,11 @@ def test_codebox_adds_ipywidgets_8_1_as_pinned_wheels() -> None:
     # The wheels are part of the recipe: a saved CodeBox layout made without them (or with others) is rebuilt.
     assert spec.recipe() != dataclasses.replace(spec, wheels=()).recipe()
     assert spec.recipe() != dataclasses.replace(spec, wheels=spec.wheels[:1]).recipe()
-    # The default image has none, and its recipe (so its saved layout) is the one it had before wheels existed.
+    # The default image has none, and its recipe leaves no "wheels" entry: it changes only when its packages,
+    # hooks or config do (python-is-python3 changed it from sha256:cf90b4a3...; every home rebuilds it once).
     assert BUILTIN_IMAGES[DEFAULT_IMAGE].wheels == ()
     assert BUILTIN_IMAGES[DEFAULT_IMAGE].recipe() == \
-        "sha256:cf90b4a3726f54c4654437b2f37b71e3dbc67be169e74f8b022e155b1b4a1105"
+        "sha256:6b1abf1a35b8b9c1ca6bdbe655015461707936ae0a17527bfcda0f8a45f819a1"
 
 
 def test_mmdebstrap_is_run_reproducibly() -> None:
@@ -372,6 +373,32 @@ def test_a_codebox_layout_saved_before_the_wheels_is_rebuilt(tmp_path: Path, fak
     assert len(fake.runs()) == 2 and len(fake.pip_runs()) == 1
     assert new.digest != old.digest and new.reference == CODEBOX_IMAGE
     assert ImageStore(home).get(CODEBOX_IMAGE).digest == new.digest and len(fake.runs()) == 2
+
+
+@needs_e2fsprogs
+def test_a_home_built_before_python_is_python3_is_rebuilt_with_it(tmp_path: Path, fake: FakeMmdebstrap,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A home provisioned before `python` was on PATH gets the new images from `boxlite images build` (what
+    scripts/setup.sh runs) or the first box: the recipe changed, so the saved layouts are outdated."""
+    home = tmp_path / "home"
+    current = {name: BUILTIN_IMAGES[name] for name in (DEFAULT_IMAGE, CODEBOX_IMAGE)}
+    for name, spec in current.items():
+        old_packages = tuple(p for p in spec.packages if p != "python-is-python3")
+        monkeypatch.setitem(BUILTIN_IMAGES, name, dataclasses.replace(spec, packages=old_packages))
+    old = {name: ImageStore(home).get(name).digest for name in current}
+    assert len(fake.runs()) == 2
+    for name, spec in current.items():
+        monkeypatch.setitem(BUILTIN_IMAGES, name, spec)
+    runtime = SimpleNamespace(images=ImageStore(home))
+    assert cli_images.cmd_build(SimpleNamespace(names=[]), runtime) == 0  # type: ignore[arg-type]
+    runs = fake.runs()
+    assert len(runs) == 4
+    assert all(any(arg.startswith("--include=") and "python-is-python3" in arg.split("=", 1)[1].split(",")
+                   for arg in run["argv"]) for run in runs[2:])
+    for name in current:
+        image = ImageStore(home).get(name)
+        assert image.reference == name and image.digest != old[name]
+    assert len(fake.runs()) == 4  # ready now: not built again
 
 
 @needs_e2fsprogs

@@ -72,7 +72,8 @@ def test_run_options() -> None:
 
 def test_run_defaults() -> None:
     args = cli.parse_args(["run"])
-    assert (args.cpus, args.memory, args.timeout, args.entrypoint, args.env) == (1, 512, None, None, None)
+    # No --cpus/--memory: BoxOptions' defaults (1, 512), or with --snapshot the snapshot's own.
+    assert (args.cpus, args.memory, args.timeout, args.entrypoint, args.env) == (None, None, None, None, None)
 
 
 def test_exec_parses_box_and_command() -> None:
@@ -238,6 +239,20 @@ def test_doctor_json(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert report["checks"]["home"]["status"] == "ok"
     assert report["ok"] is False and code == 1
     assert not home.exists()  # the doctor looks, it does not create
+
+
+def test_doctor_only_looks_for_a_guest_root_it_could_make(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A new version of the agent with the Debian base cached: the first box makes its guest root; the doctor
+    says so and makes nothing (it used to start the build, which here fails: the "base" is an empty directory)."""
+    from boxlite.provision.guest_root import _base_key
+
+    base = home / "cache" / f"guest-base-{_base_key()}"
+    base.mkdir(parents=True)
+    before = sorted(p.relative_to(home) for p in home.rglob("*"))
+    cli.main(["doctor", "--json"])
+    guest_root = json.loads(capsys.readouterr().out)["checks"]["guest_root"]
+    assert guest_root["status"] == "warn" and "the first box makes it" in guest_root["detail"], guest_root
+    assert sorted(p.relative_to(home) for p in home.rglob("*")) == before  # nothing made, nothing left
 
 
 def test_doctor_text(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

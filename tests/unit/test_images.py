@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -393,8 +394,19 @@ def test_zstd_layers_need_the_zstandard_module(tmp_path: Path, monkeypatch: pyte
     assert_no_leftovers(tmp_path / "home")
 
 
+def test_zstandard_is_a_declared_dependency() -> None:
+    """zstd layers must work on a fresh install (`pip install boxlite`), not only where someone added the module."""
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    requirements = pyproject["project"]["dependencies"]
+    names = [re.split(r"[<>=!~ ;\[]", requirement, maxsplit=1)[0] for requirement in requirements]
+    assert "zstandard" in names
+
+
 def test_zstd_layers_unpack(tmp_path: Path) -> None:
-    zstandard = pytest.importorskip("zstandard")
+    import zstandard  # a declared dependency: a fresh install has it, so this test never skips
+
     plain = make_tar(BASE_LAYER)
     layout = tmp_path / "oci"
     make_layout(layout, [plain])
@@ -501,7 +513,8 @@ def test_default_image_is_built_from_debian_packages(tmp_path: Path) -> None:
 
 
 def test_corrupt_zstd_layer_is_rejected(tmp_path: Path) -> None:
-    zstandard = pytest.importorskip("zstandard")
+    import zstandard  # a declared dependency (see test_zstandard_is_a_declared_dependency)
+
     layout = tmp_path / "oci"
     make_layout(layout, [make_tar(BASE_LAYER)])
     blob = layer_blob_path(layout)
@@ -511,3 +524,100 @@ def test_corrupt_zstd_layer_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="failed verification"):
         ImageStore(tmp_path / "home").import_layout(layout)
     assert_no_leftovers(tmp_path / "home")
+
+
+# -- removing images: start templates are a cache, boxes and snapshots are not -----------------------------
+
+
+def put_snapshot(home: Path, kind: str, name: str, image_digest: str) -> Path:
+    """A snapshot (kind "snapshot") or start template ("template") directory as SnapshotStore writes it, based on
+    image_digest; its state file holds some bytes so that what discarding it frees can be counted."""
+    from boxlite._snapshots import SnapshotInfo
+
+    path = home / ("templates" if kind == "template" else "snapshots") / name
+    path.mkdir(parents=True)
+    (path / "state").write_bytes(os.urandom(256 * 1024))
+    info = SnapshotInfo(
+        name=name, kind=kind, path=str(path), created_at=time.time(), source_box="b0", image="img",
+        image_digest=image_digest, cpus=1, memory_mib=256, disk_size_bytes=1 << 30, accel="tcg", transport="serial",
+        kernel="/k", guest_root="/g", qemu_version="QEMU 7.2", cmdline="", tsc_khz=None, guest_uptime_s=1.0,
+        image_record={"digest": image_digest}, state_bytes=256 * 1024, disk_bytes=0, paused_ms=1.0,
+        key=name if kind == "template" else "",
+    )
+    (path / "meta.json").write_text(info.model_dump_json())
+    return path
+
+
+def put_box(home: Path, name: str, image_digest: str) -> None:
+    from boxlite._state import CONFIGURED, BoxRecord, StateStore
+
+    store = StateStore(home / "boxlite.db")
+    store.insert(BoxRecord(id=f"id-{name}", name=name, status=CONFIGURED, config={}, image={"digest": image_digest},
+                           box_dir=str(home / "boxes" / name), created_at=time.time()))
+    store.close()
+
+
+@pytest.fixture
+def runtime_with_image(tmp_path: Path) -> tuple[Any, Image]:
+    import boxlite
+
+    make_layout(tmp_path / "oci", [make_tar(BASE_LAYER)])
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=tmp_path / "home"))
+    return runtime, runtime.images.import_layout(tmp_path / "oci")
+
+
+def test_removing_an_image_only_templates_use_discards_them(runtime_with_image: tuple[Any, Image]) -> None:
+    runtime, image = runtime_with_image
+    home = runtime.home
+    template = put_snapshot(home, "template", "t" * 16, image.digest)
+    other = put_snapshot(home, "template", "o" * 16, "sha256:" + "0" * 64)  # another image's: kept
+    disk_bytes = image.disk_path.stat().st_blocks * 512
+    removed = runtime.images.remove(image.reference)
+    assert removed.deleted == image.digest and removed.templates_discarded == ["t" * 16]
+    assert removed.bytes_freed >= 256 * 1024 + disk_bytes
+    assert not template.exists() and other.exists()
+    assert sorted(p.name for p in (home / "templates").iterdir()) == ["o" * 16]  # no trash left behind
+    assert runtime.images.list() == [] and not image.disk_path.exists()
+    assert [t.name for t in runtime.snapshots.templates()] == ["o" * 16]
+
+
+@pytest.mark.parametrize("user", ["box", "snapshot"])
+def test_an_image_a_box_or_a_snapshot_uses_is_kept_with_its_templates(
+    runtime_with_image: tuple[Any, Image], user: str
+) -> None:
+    import boxlite
+
+    runtime, image = runtime_with_image
+    template = put_snapshot(runtime.home, "template", "t" * 16, image.digest)
+    if user == "box":
+        put_box(runtime.home, "busy-box", image.digest)
+        named, fix = "busy-box", "boxlite rm -f BOX"
+    else:
+        put_snapshot(runtime.home, "snapshot", "keep", image.digest)
+        named, fix = "snapshot keep", "boxlite snapshot rm NAME"
+    with pytest.raises(boxlite.InvalidStateError) as caught:
+        runtime.images.remove(image.reference)
+    assert caught.value.detail.endswith(f"is used by 1 box(es): {named}") and fix in caught.value.fix
+    assert template.is_dir() and [i.digest for i in runtime.images.list()] == [image.digest]
+    runtime.images.prune(all=True)  # keeps it too, and so its templates
+    assert template.is_dir() and [i.digest for i in runtime.images.list()] == [image.digest]
+
+
+def test_prune_discards_the_templates_of_the_images_it_deletes(runtime_with_image: tuple[Any, Image]) -> None:
+    runtime, image = runtime_with_image
+    template = put_snapshot(runtime.home, "template", "t" * 16, image.digest)
+    assert runtime.images.prune(all=False) >= 0 and template.is_dir()  # a named image: not pruned without -a
+    assert runtime.images.prune(all=True) >= 256 * 1024
+    assert runtime.images.list() == [] and not template.exists()
+
+
+def test_images_rm_cli_says_which_templates_went(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from boxlite.cli import main
+
+    make_layout(tmp_path / "oci", [make_tar(BASE_LAYER)])
+    image = ImageStore(tmp_path / "home").import_layout(tmp_path / "oci")
+    put_snapshot(tmp_path / "home", "template", "t" * 16, image.digest)
+    assert main(["--home", str(tmp_path / "home"), "images", "rm", image.reference]) == 0
+    out = capsys.readouterr().out
+    assert f"Deleted: {image.digest}" in out and f"Discarded start template: {'t' * 16}" in out
+    assert not (tmp_path / "home" / "templates" / ("t" * 16)).exists()

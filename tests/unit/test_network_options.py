@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import boxlite
 from boxlite import BoxOptions, ConfigError, NetworkError
 from boxlite._netfilter import allowed
 from boxlite._netopts import HOST_ALIAS, NetworkSpec
@@ -93,6 +94,150 @@ def test_options_survive_a_round_trip_through_the_state_database(tmp_path: Path)
                       network={"allow_net": [f"{HOST_ALIAS}:8000", "example.org:443"]})
     again = BoxOptions(**opts.model_dump(mode="json"))
     assert again == opts
+
+
+# -- every accepted shape is honoured or refused (issue 13: a dict's read_only was dropped) -------------------------
+def _modes(tmp_path: Path, *entries: object) -> list[tuple[str, str, str, bool]]:
+    opts = BoxOptions(volumes=list(entries), network="disabled")
+    plan = plan_network("abc", opts.network, [], opts.volumes, None)
+    fsdevs = [plan.qemu_args[i + 1] for i, a in enumerate(plan.qemu_args) if a == "-fsdev"]
+    # What the box gets: the spec's mode, QEMU's readonly flag and the guest's mount flag, all three.
+    return [(v.guest_path, v.mode, str(f.endswith(",readonly=on")), g["read_only"])
+            for v, f, g in zip(opts.volumes, fsdevs, plan.guest_config["volumes"], strict=True)]
+
+
+def test_read_only_is_honoured_in_every_volume_shape(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    got = _modes(tmp_path,
+                 {"host_path": d, "guest_path": "/a", "read_only": True},
+                 {"host_path": d, "guest_path": "/b", "read_only": False},
+                 {"host_path": tmp_path, "guest_path": "/c", "mode": "ro"})
+    assert got == [("/a", "ro", "True", True), ("/b", "rw", "False", False), ("/c", "ro", "True", True)]
+    got = _modes(tmp_path, (d, "/a", True), (d, "/b", False), [d, "/c", "ro"])
+    assert got == [("/a", "ro", "True", True), ("/b", "rw", "False", False), ("/c", "ro", "True", True)]
+    got = _modes(tmp_path, f"{d}:/a:ro", (d, "/b"), boxlite.VolumeSpec(host_path=d, guest_path="/c", read_only=True))
+    assert got == [("/a", "ro", "True", True), ("/b", "rw", "False", False), ("/c", "ro", "True", True)]
+    # A VolumeSpec is checked like any other form (it reaches QEMU's command line).
+    with pytest.raises(ConfigError, match="reserved"):
+        BoxOptions(volumes=[boxlite.VolumeSpec.model_construct(host_path=d, guest_path="/proc", mode="ro")])
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"host_path": "{d}", "guest_path": "/a", "readonly": True}, "unknown key 'readonly' .*spelled read_only"),
+    ({"host_path": "{d}", "guest_path": "/a", "ro": True}, "unknown key 'ro'"),
+    ({"host_path": "{d}", "guest_path": "/a", "managed_volume": "v"}, "named volumes are not supported"),
+    ({"host_path": "{d}", "guest_path": "/a", "options": "ro"}, "accepted keys: host_path, guest_path, read_only"),
+    ({"host_path": "{d}", "guest_path": "/a", "read_only": "true"}, "read_only must be True or False"),
+    ({"host_path": "{d}", "guest_path": "/a", "read_only": 1}, "read_only must be True or False"),
+    ({"host_path": "{d}", "guest_path": "/a", "read_only": None}, "read_only must be True or False"),
+    ({"host_path": "{d}", "guest_path": "/a", "read_only": False, "mode": "ro"}, "contradicts"),
+    ({"host_path": "{d}", "guest_path": "/a", "mode": "RO"}, "mode must be 'ro' or 'rw'"),
+    ({"guest_path": "/a", "read_only": True}, "needs 'host_path'"),
+    ({"host_path": "{d}"}, "needs 'guest_path'"),
+    ({"host_path": None, "guest_path": "/a"}, "must be a path string"),
+    ({"host_path": "{d}", "guest_path": 5}, "must be a path string"),
+    ({1: "x", "host_path": "{d}", "guest_path": "/a"}, "unknown key 1"),
+    (("{d}", "/a", "readonly"), "mode must be 'ro' or 'rw'"),
+    (("{d}", "/a", 1), "mode must be 'ro' or 'rw'"),
+    (("{d}", "/a", None), "mode must be 'ro' or 'rw'"),
+    (("{d}", "/a", "ro", "extra"), "volumes entries are"),
+    (("{d}",), "volumes entries are"),
+    ("{d}:/a:ro,z", "mode must be 'ro' or 'rw'"),
+    ("{d}:/a:ro:x", "expected HOST_PATH:GUEST_PATH"),
+    ({"host_path": "{d}", "guest_path": "/a", "read_only": True, "mode": "rw"}, "contradicts"),
+])
+def test_volume_shapes_that_would_lose_a_setting_are_refused(tmp_path: Path, entry: object, message: str) -> None:
+    def fill(value: object) -> object:
+        if isinstance(value, str):
+            return value.replace("{d}", str(tmp_path))
+        if isinstance(value, tuple):
+            return tuple(fill(v) for v in value)
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    with pytest.raises(ConfigError, match=message):
+        BoxOptions(volumes=[fill(entry)])
+
+
+def test_volume_spec_takes_read_only_and_refuses_unknown_fields(tmp_path: Path) -> None:
+    assert boxlite.VolumeSpec(host_path="/x", guest_path="/y", read_only=True).mode == "ro"
+    with pytest.raises(ConfigError, match="readonly"):
+        boxlite.VolumeSpec(host_path="/x", guest_path="/y", readonly=True)
+
+
+def test_ports_in_upstream_shapes() -> None:
+    opts = BoxOptions(ports=[(8080, 80, "tcp", "0.0.0.0"), ("127.0.0.1", 8081, 81, "TCP"), {"guest_port": 82},
+                             {"host_port": 8083, "guest_port": 83, "protocol": "tcp", "host_ip": "127.0.0.1"},
+                             boxlite.PortSpec(host_port=8084, guest_port=84)])
+    got = [(p.host_ip, p.host_port, p.guest_port) for p in opts.ports]
+    assert got == [("0.0.0.0", 8080, 80), ("127.0.0.1", 8081, 81), ("127.0.0.1", 0, 82), ("127.0.0.1", 8083, 83),
+                   ("127.0.0.1", 8084, 84)]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"guest_port": 80, "hostport": 8080}, "unknown key 'hostport'.*accepted keys: host_port, guest_port"),
+    ({"host_port": 8080}, "needs a 'guest_port'"),
+    ({"guest_port": 80, "protocol": "udp"}, "only 'tcp'"),
+    ({"guest_port": 70000}, "between 1 and 65535"),
+    ({"guest_port": 80, "host_port": -1}, "between 0 and 65535"),
+    ({"guest_port": 80, "host_ip": 8080}, "IPv4 address"),
+    ({"guest_port": True}, "between 1 and 65535"),
+    ({"guest_port": 80.5}, "between 1 and 65535"),
+    ((8080, 80, "udp", "127.0.0.1"), "only 'tcp'"),
+    ((8080, 80, "tcp", "::1"), "IPv4 address"),
+    ((8080, 80, None), "only 'tcp'"),
+    ((8080, 80, "tcp", "127.0.0.1", "x"), "ports entries are"),
+    ("8080:80/udp", "only 'tcp'"),
+])
+def test_bad_port_shapes(entry: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BoxOptions(ports=[entry])
+
+
+def test_port_spec_built_directly_is_checked() -> None:
+    for fields in ({"guest_port": 70000}, {"guest_port": 80, "host_port": -1}, {"guest_port": 80, "host_ip": 8080},
+                   {"guest_port": 80, "protocol": "udp"}):
+        with pytest.raises(ConfigError):
+            boxlite.PortSpec(**fields)
+
+
+def test_network_shapes() -> None:
+    assert BoxOptions(network={"mode": "none"}).network.kind == "none"
+    assert BoxOptions(network=False).network.kind == "none"
+    rules = BoxOptions(network={"allow_net": [{"host": "Example.org", "port": 443}, "10.1.2.3:22"]}).network.allow_net
+    assert [str(r) for r in rules] == ["example.org:443", "10.1.2.3:22"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"outbound": {"mode": "enabled"}}, "unknown key 'outbound'.*accepted keys: mode, allow_net"),
+    ({"inbound": {}}, "published ports"),
+    ({"mode": "enabled", "allow": ["example.org:443"]}, "unknown key 'allow'"),
+    ({"allow_net": [{"host": "example.org", "port": 443, "proto": "udp"}]}, "unknown key 'proto'"),
+    ({"allow_net": [{"host": "bad host", "port": 443}]}, "not a valid host name"),
+    ({"allow_net": [{"host": "example.org", "port": 70000}]}, "between 1 and 65535"),
+    ({"allow_net": [{"host": "example.org"}]}, "needs both 'host' and 'port'"),
+    ({"mode": 1}, "network must be 'enabled' or 'disabled'"),
+    (["enabled"], "network must be"),
+])
+def test_bad_network_shapes(value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        BoxOptions(network=value)
+
+
+def test_network_spec_built_directly_is_checked() -> None:
+    with pytest.raises(ConfigError, match="not a valid host name"):
+        NetworkSpec(allow_net=[{"host": "bad host", "port": 1}])
+    with pytest.raises(ConfigError, match="unknown option 'outbound' \\(valid options: allow_net, mode\\)"):
+        NetworkSpec(outbound={})
+
+
+def test_env_names_given_twice_are_refused() -> None:
+    with pytest.raises(ConfigError, match="env sets 'A' twice"):
+        BoxOptions(env=[("A", "1"), ("A", "2")])
+    with pytest.raises(ConfigError, match="env sets 'PORT' twice"):
+        BoxOptions(env=[("PORT", 1), ["PORT", "1"]])
+    assert BoxOptions(env={"PORT": 8080, "A": "x"}).env == {"PORT": "8080", "A": "x"}
 
 
 # -- the VM's side ----------------------------------------------------------------------------------------------

@@ -9,9 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from boxlite import BoxOptions
-from boxlite._snapshots import FORMAT, SnapshotInfo, stale_reason, template_allowed, template_key
+from boxlite import BoxOptions, ConfigError
+from boxlite._netopts import NetworkSpec
+from boxlite._snapshots import (
+    FORMAT,
+    SnapshotInfo,
+    fit_options,
+    machine_config,
+    stale_reason,
+    template_allowed,
+    template_key,
+)
 from boxlite.engine import Accel, VmSpec, qemu_argv
+from boxlite.engine.network import inline_config, plan_network
 from boxlite.engine.qemu import kernel_cmdline
 from boxlite.engine.snapshot import copy_sparse
 
@@ -111,3 +121,60 @@ def test_snapshot_option_rejects_bad_names() -> None:
     with pytest.raises(ConfigError):
         _valid_name("../x")
     assert _valid_name("snap-1.a_b") == "snap-1.a_b"
+
+
+# -- a snapshot restores only onto a machine it fits (issue 13) -------------------------------------------------
+def _snapshot(tmp_path: Path, network: str = "enabled", **changes: object) -> SnapshotInfo:
+    """A snapshot whose kernel command line holds the guest configuration a box of `network` is booted with."""
+    plan = plan_network("abcdef123456", NetworkSpec(mode=network), [], [], Path("/usr/bin/passt"))  # type: ignore[arg-type]
+    values: dict[str, object] = {"kind": "snapshot", "name": "s1", "image": "alpine:latest", "cpus": 1,
+                                 "memory_mib": 256, "disk_size_bytes": 1 << 30,
+                                 "image_record": {"disk_bytes": 1 << 30, "reference": "alpine:latest"},
+                                 "cmdline": f"console=hvc0 quiet {inline_config(plan)}"}
+    values.update(changes)
+    return _info(tmp_path, **values)
+
+
+def test_fit_takes_the_snapshots_machine_for_what_is_unset(tmp_path: Path) -> None:
+    fitted = fit_options(_snapshot(tmp_path), BoxOptions(snapshot="s1", env={"A": "1"}, name="x"))
+    assert (fitted.cpus, fitted.memory_mib, fitted.network.kind, fitted.env) == (1, 256, "nat", {"A": "1"})
+    # A snapshot of a box without a network restores without one: the device set must be the same.
+    assert fit_options(_snapshot(tmp_path, "disabled"), BoxOptions(snapshot="s1")).network.kind == "none"
+    # Options that say what the snapshot already is are fine.
+    same = BoxOptions(snapshot="s1", cpus=1, memory_mib=256, image="alpine:latest", network="enabled",
+                      disk_size_gb=1, ports=[], volumes=[])
+    assert fit_options(_snapshot(tmp_path), same).network.kind == "nat"
+    # disk_size_gb below the image's own size means the image's size (as for a cold boot).
+    assert fit_options(_snapshot(tmp_path), BoxOptions(snapshot="s1", disk_size_gb=0.5)).disk_size_gb == 0.5
+    assert machine_config(_snapshot(tmp_path))["network"]["kind"] == "nat"
+    assert machine_config(_snapshot(tmp_path, cmdline="console=hvc0")) == {}
+
+
+@pytest.mark.parametrize("network, changes, message", [
+    ("enabled", {"ports": [(8080, 80)]}, "cannot publish ports"),
+    ("enabled", {"ports": [{"guest_port": 80}]}, "cannot publish ports"),
+    ("enabled", {"network": "disabled"}, "taken with network 'enabled'.*cannot have network 'disabled'"),
+    ("disabled", {"network": "enabled"}, "taken with network 'disabled'"),
+    ("enabled", {"network": {"allow_net": ["example.org:443"]}}, "cannot have an allow_net list"),
+    ("enabled", {"volumes": [("{tmp}", "/data", True)]}, "cannot have volumes"),
+    ("enabled", {"disk_size_gb": 2}, "disk of 1 GiB.*disk_size_gb=2"),
+    ("enabled", {"memory_mib": 512}, "memory_mib=256.*memory_mib=512"),
+    ("enabled", {"cpus": 2}, "cpus=1.*cpus=2"),
+    ("enabled", {"image": "python:slim"}, "is of image alpine:latest, not python:slim"),
+])
+def test_fit_refuses_what_the_snapshots_machine_cannot_have(tmp_path: Path, network: str,
+                                                            changes: dict[str, object], message: str) -> None:
+    if "volumes" in changes:
+        changes = {"volumes": [(str(tmp_path), "/data", True)]}
+    if "cpus" in changes:  # set without BoxOptions' own check, which refuses cpus=2 on a one-CPU host
+        opts = BoxOptions(snapshot="s1").model_copy(update=changes)
+    else:
+        opts = BoxOptions(snapshot="s1", **changes)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message) as caught:
+        fit_options(_snapshot(tmp_path, network), opts)
+    assert caught.value.fix
+
+
+def test_fit_refuses_a_rootfs_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="rootfs_path"):
+        fit_options(_snapshot(tmp_path), BoxOptions(snapshot="s1", rootfs_path=str(tmp_path)))

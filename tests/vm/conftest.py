@@ -10,33 +10,25 @@ import contextlib
 import os
 import signal
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import boxlite
-from boxlite.provision import find_assets
 
 SHARED = ("assets", "cache", "images")
 
 
-@pytest.fixture(scope="session")
-def _vm_assets(real_home: Path) -> None:
-    """Skip every VM test, with the reason, on a machine where `boxlite setup` has not been run."""
-    try:
-        find_assets(real_home)
-    except Exception as exc:  # whatever is missing, the VM tests cannot run
-        pytest.skip(f"VM assets are not provisioned under {real_home} (run `boxlite setup`): {exc}")
-
-
 @pytest.fixture(autouse=True)
-def _require_vm_assets(_vm_assets: None) -> None:
-    pass
+def _require_vm_assets(provisioned_home: Path) -> None:
+    """Every test here needs the VM assets: skipped only where QEMU or `boxlite setup` is absent (never on CI);
+    failed, like everything else, when the guest is broken (tests/conftest.py, provisioned_home)."""
 
 
 @pytest.fixture(scope="session")
-def vm_home(tmp_path_factory: pytest.TempPathFactory, real_home: Path, _vm_assets: None) -> Iterator[Path]:
+def vm_home(tmp_path_factory: pytest.TempPathFactory, real_home: Path, provisioned_home: Path) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("home")
     for sub in SHARED:
         (home / sub).symlink_to(real_home / sub, target_is_directory=True)
@@ -74,6 +66,54 @@ def _kill_strays(boxes: Path) -> None:
             warnings.warn(f"killing a process left running by the VM tests: {entry.name} {cmd[:80]}", stacklevel=1)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class CgroupFiles:
+    """The files of the control group(s) a process is in below boxlite's group, on cgroup v2 or v1."""
+
+    dirs: frozenset[Path]
+    memory_max: Path  # memory.max (v2) / memory.limit_in_bytes (v1)
+    memory_peak: Path  # memory.peak / memory.max_usage_in_bytes
+    memory_current: Path  # memory.current / memory.usage_in_bytes
+    oom_events: Path  # memory.events / memory.oom_control: both have an "oom_kill N" line
+    pids_max: Path
+
+    def oom_kills(self) -> int:
+        return next(int(line.split()[1]) for line in self.oom_events.read_text().splitlines()
+                    if line.startswith("oom_kill "))
+
+
+def box_cgroup_files(pid: int) -> CgroupFiles:
+    """Read from /proc/<pid>/cgroup, not from the library: where the kernel accounts process `pid`."""
+    from boxlite.engine import jail
+
+    found: dict[str, Path] = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if f"/{jail.GROUP}/" not in path:
+            continue
+        names = controllers.split(",")
+        if controllers == "":  # cgroup v2: one directory, every controller
+            found["v2"] = jail.CGROUP_ROOT / path.lstrip("/")
+        elif "memory" in names:
+            found["memory"] = jail.CGROUP_ROOT / "memory" / path.lstrip("/")
+        elif "pids" in names:
+            found["pids"] = jail.CGROUP_ROOT / "pids" / path.lstrip("/")
+    if "v2" in found:
+        d = found["v2"]
+        return CgroupFiles(frozenset({d}), d / "memory.max", d / "memory.peak", d / "memory.current",
+                           d / "memory.events", d / "pids.max")
+    assert {"memory", "pids"} <= set(found), f"process {pid} is in no memory and pids group of boxlite's: {found}"
+    m = found["memory"]
+    return CgroupFiles(frozenset(found.values()), m / "memory.limit_in_bytes", m / "memory.max_usage_in_bytes",
+                       m / "memory.usage_in_bytes", m / "memory.oom_control", found["pids"] / "pids.max")
+
+
+@pytest.fixture(scope="session")
+def box_cgroup() -> Callable[[int], CgroupFiles]:
+    """box_cgroup(pid): the control-group files of a box's host process (the box must have a group: as root)."""
+    return box_cgroup_files
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The CodeBox built-in image for real: built from Debian packages with mmdebstrap, then one box booted from it.
+"""The built-in images for real: built from Debian packages with mmdebstrap, then boxes booted from them.
 
 The image is built in the real home (~/.boxlite, or $BOXLITE_HOME), where it stays cached: only the first run
 pays for the build (about a minute or two, plus the disk). The `runtime` fixture's home shares those images.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import boxlite
-from boxlite.images import CODEBOX_IMAGE, Image, ImageStore
+from boxlite.images import CODEBOX_IMAGE, DEFAULT_IMAGE, Image, ImageStore
 from boxlite.images._files import human_size
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.anyio]
@@ -61,3 +61,14 @@ async def test_codebox_boots_and_imports_the_scientific_stack(
         assert r.exit_code == 0, r.stderr
         backend, _kernel_version, png = r.stdout.split(maxsplit=2)
         assert backend.lower() == "agg" and png.strip() == r"b'\x89PNG'"
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("name", [DEFAULT_IMAGE, CODEBOX_IMAGE])
+async def test_python_is_on_path(name: str, real_home: Path, runtime: boxlite.Boxlite) -> None:
+    """Examples (the seed's, upstream BoxLite's) run `python`, not `python3`: it works in every built-in image."""
+    ImageStore(real_home).get(name)  # made now if missing (a home made before python-is-python3 rebuilds it)
+    async with boxlite.SimpleBox(image=name, runtime=runtime) as box:
+        r = await box.exec("python", "-c", "import sys; print(sys.executable, sys.version_info.major)", timeout=300)
+        assert r.exit_code == 0, r.stderr
+        assert r.stdout == "/usr/bin/python 3\n"

@@ -23,7 +23,7 @@ BOX = "cli-box"
 
 
 @pytest.fixture(scope="module")
-def cli_home(tmp_path_factory: pytest.TempPathFactory, real_home: Path, _vm_assets: None) -> Iterator[Path]:
+def cli_home(tmp_path_factory: pytest.TempPathFactory, real_home: Path, provisioned_home: Path) -> Iterator[Path]:
     """A home of our own (so `ls` sees only our boxes) sharing the provisioned assets, cache and images."""
     home = tmp_path_factory.mktemp("cli_home")
     for sub in SHARED:

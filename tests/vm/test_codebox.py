@@ -189,6 +189,25 @@ async def test_a_dying_kernel_is_reported_and_replaced(cb: boxlite.CodeBox, cras
     assert "".join(after.logs.stdout) == "alive\n" and after.text == "False"
 
 
+# A cell that catches KeyboardInterrupt for ever (as code stuck in a C call that never checks for signals would).
+IGNORES_INTERRUPTS = ("import time\nwhile True:\n    try:\n        time.sleep(60)\n"
+                      "    except KeyboardInterrupt:\n        print('caught KeyboardInterrupt', flush=True)")
+
+
+async def test_a_cell_that_ignores_keyboard_interrupt_gets_a_new_kernel(cb: boxlite.CodeBox) -> None:
+    await cb.run("before_timeout = True")
+    restarts = cb.kernel_restarts
+    with pytest.raises(boxlite.TimeoutError) as info:
+        await cb.run(IGNORES_INTERRUPTS, timeout=3)
+    assert "did not stop within 5 s of KeyboardInterrupt, so the kernel was restarted" in str(info.value)
+    assert info.value.fix
+    partial = info.value.execution  # type: ignore[attr-defined]
+    assert "".join(partial.logs.stdout) == "caught KeyboardInterrupt\n"  # the interrupt reached the cell
+    assert cb.kernel_restarts == restarts + 1
+    after = await cb.run("print('alive')\n'before_timeout' in globals()")
+    assert "".join(after.logs.stdout) == "alive\n" and after.text == "False" and after.error is None
+
+
 async def test_out_of_memory_cell_ends_as_an_error(runtime: boxlite.Boxlite) -> None:
     async with boxlite.CodeBox(runtime=runtime, memory_mib=512) as small:
         result = await small.run("chunks = []\nwhile True:\n    chunks.append(bytearray(64 << 20))")

@@ -221,6 +221,50 @@ def test_metrics_panel_updates_while_the_box_is_busy(kc: BlockingKernelClient) -
     run(kc, "pass")  # the sleeping cell and this one finish
 
 
+def history(kc: BlockingKernelClient, **request: Any) -> list[list[Any]]:
+    reply = kc.history(raw=True, output=False, reply=True, timeout=30, **request)["content"]
+    assert reply["status"] == "ok"
+    return list(reply["history"])
+
+
+def test_history_has_the_cells_run_as_jupyterlab_asks_for_it(kc: BlockingKernelClient) -> None:
+    """JupyterLab's console fills its up-arrow history with `tail` (n=500): the cells, numbered as they ran."""
+    cells = ["history_probe = 6 * 7", "%boxlite info", "history_probe + 1"]
+    counts = [run(kc, code)[0]["content"]["execution_count"] for code in cells]
+    tail = history(kc, hist_access_type="tail", n=500)
+    assert [entry[2] for entry in tail[-3:]] == cells
+    session = tail[-1][0]
+    assert [entry[0:2] for entry in tail[-3:]] == [[session, count] for count in counts]
+    assert history(kc, hist_access_type="search", pattern="history_probe*") == [
+        [session, counts[0], cells[0]], [session, counts[2], cells[2]]]
+    assert history(kc, hist_access_type="range", session=session, start=counts[2], stop=counts[2] + 1) == [
+        [session, counts[2], cells[2]]]
+    with_output = kc.history(raw=True, output=True, hist_access_type="tail", n=1, reply=True, timeout=30)
+    assert with_output["content"]["history"] == [[session, counts[2], [cells[2], "43"]]]
+    # A new interpreter is a new session; the cells of the last one stay in the tail, before the new ones.
+    assert run(kc, "%boxlite restart")[0]["content"]["status"] == "ok"
+    assert run(kc, "'history_probe' in dir()")[0]["content"]["status"] == "ok"
+    tail = history(kc, hist_access_type="tail", n=3)
+    assert [entry[2] for entry in tail] == ["history_probe + 1", "%boxlite restart", "'history_probe' in dir()"]
+    assert tail[-1][0] > session and tail[-1][1] == 1
+
+
+def test_a_restarted_kernel_has_the_history_of_the_last_one(kernel: tuple[KernelManager, BlockingKernelClient]
+                                                             ) -> None:
+    """A new kernel process (Restart Kernel, a new console) still goes back to earlier cells, as a stock
+    ipykernel with its history file does."""
+    km, kc = kernel
+    assert run(kc, "before_restart = 'x' * 3")[0]["content"]["status"] == "ok"
+    km.restart_kernel(now=False)
+    kc.wait_for_ready(timeout=START_TIMEOUT)
+    assert history(kc, hist_access_type="tail", n=1)[0][2] == "before_restart = 'x' * 3"
+    assert run(kc, "after_restart = 1")[0]["content"]["status"] == "ok"
+    tail = history(kc, hist_access_type="tail", n=2)
+    assert [entry[2] for entry in tail] == ["before_restart = 'x' * 3", "after_restart = 1"]
+    assert tail[1][0] > tail[0][0]
+    assert history(kc, hist_access_type="search", pattern="before_restart*") == [tail[0]]
+
+
 def test_restart_gives_a_fresh_interpreter_in_the_same_box(kernel: tuple[KernelManager, BlockingKernelClient]
                                                            ) -> None:
     km, kc = kernel
@@ -281,6 +325,36 @@ def test_timeout_metrics_at_start_and_stop_settings(kernelspec: str) -> None:
         assert boxlite.SyncBoxlite.default().get(box_id) is None
         reply, outputs = run(kc, "print('k' in dir())")
         assert stdout(outputs) == "False\n" and box_of(km).id != box_id
+    finally:
+        stop(km, kc)
+
+
+def test_a_cell_that_ignores_keyboard_interrupt_gets_a_new_interpreter(kernelspec: str) -> None:
+    """Past the timeout the cell is interrupted; one that catches KeyboardInterrupt for ever is given 5 s
+    (INTERRUPT_GRACE_S), then the box's interpreter is replaced and the cell ends with a TimeoutError that says so."""
+    km, kc = start(kernelspec, BOXLITE_KERNEL_TIMEOUT="3")
+    try:
+        assert run(kc, "before_timeout = True")[0]["content"]["status"] == "ok"
+        box_id = box_of(km).id
+        code = ("import time\nwhile True:\n    try:\n        time.sleep(60)\n"
+                "    except KeyboardInterrupt:\n        print('caught KeyboardInterrupt', flush=True)")
+        started = time.monotonic()
+        reply, outputs = run(kc, code)
+        took = time.monotonic() - started
+        content = reply["content"]
+        assert content["status"] == "error" and content["ename"] == "TimeoutError", content
+        assert "ignored KeyboardInterrupt, so the kernel was restarted" in content["evalue"]
+        assert "variables and imports are lost" in content["evalue"]
+        assert "boxlite.errors.TimeoutError" in "\n".join(content["traceback"])
+        # What the notebook shows: what the cell printed when interrupted, then the one error, then idle.
+        assert stdout(outputs) == "caught KeyboardInterrupt\n"
+        assert [e["ename"] for e in of_type(outputs, "error")] == ["TimeoutError"]
+        assert of_type(outputs, "status")[-1]["execution_state"] == "idle"
+        assert took >= 3 + 5, f"replaced after {took:.1f} s, before the interrupt's grace was over"
+        # The next cell runs at once in a fresh interpreter of the same box.
+        reply, outputs = run(kc, "print('before_timeout' in dir())")
+        assert reply["content"]["status"] == "ok" and stdout(outputs) == "False\n"
+        assert box_of(km).id == box_id
     finally:
         stop(km, kc)
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -240,3 +241,67 @@ async def test_warmup_runs_once_and_clones_start_warm(runtime: boxlite.Boxlite) 
     finally:
         for box in (first, second):
             await runtime.remove(box.id, force=True)
+
+
+def _processes_under(path: Path) -> set[int]:
+    """Processes whose command line names something under `path` (every shim, QEMU and helper of a box does)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(path).encode() in cmdline:
+                found.add(int(entry))
+    return found
+
+
+async def _footprint(runtime: boxlite.Boxlite) -> tuple[set[str], list[str], set[int]]:
+    """What a box start leaves: records, directories under boxes/, processes."""
+    boxes = runtime.home / "boxes"
+    return ({b.id for b in await runtime.list_info()}, sorted(os.listdir(boxes)) if boxes.exists() else [],
+            _processes_under(runtime.home))
+
+
+@pytest.mark.anyio
+async def test_options_the_snapshots_machine_cannot_have_fail_before_anything_starts(
+        runtime: boxlite.Boxlite, snapshot_source: tuple, tmp_path: Path) -> None:
+    """Ports used to be accepted and never connect; another network made QEMU fail after it had started."""
+    _, name, _, _ = snapshot_source
+    before = await _footprint(runtime)
+    refused: list[tuple[boxlite.BoxOptions, str]] = [
+        (boxlite.BoxOptions(snapshot=name, ports=[(0, 8000)]), "cannot publish ports"),
+        (boxlite.BoxOptions(snapshot=name, network="disabled"), "cannot have network 'disabled'"),
+        (boxlite.BoxOptions(snapshot=name, network={"allow_net": ["example.org:443"]}), "allow_net"),
+        (boxlite.BoxOptions(snapshot=name, volumes=[(str(tmp_path), "/data", True)]), "cannot have volumes"),
+        (boxlite.BoxOptions(snapshot=name, disk_size_gb=64), "cannot have disk_size_gb=64"),
+    ]
+    for opts, message in refused:
+        with pytest.raises(boxlite.ConfigError, match=message) as caught:
+            await runtime.create(opts)
+        assert f"snapshot {name}" in str(caught.value) and caught.value.fix
+        assert await _footprint(runtime) == before, message
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_of_a_box_without_a_network_restores_without_one(runtime: boxlite.Boxlite) -> None:
+    """The restored box takes the snapshot's network when none is asked for. It used to get the default: a NAT
+    device the restored guest never probed, and a passt process serving nobody."""
+    src = await runtime.create(boxlite.BoxOptions(memory_mib=256, network="disabled"))
+    try:
+        await src.snapshot("no-network")
+    finally:
+        await runtime.remove(src.id, force=True)
+    try:
+        clone = await runtime.create(boxlite.BoxOptions(snapshot="no-network", env={"GREETING": "hi"}))
+        try:
+            assert clone.info().boot == "restored"
+            out = await _run(clone, "sh", "-c", "ls /sys/class/net; echo $GREETING")
+            assert out.split() == ["lo", "sit0", "hi"]
+            launch = json.loads((clone.box_dir / "launch.json").read_text())
+            assert launch["net"]["passt_argv"] is None and "-netdev" not in launch["qemu_argv"]
+        finally:
+            await runtime.remove(clone.id, force=True)
+    finally:
+        runtime.snapshots.remove("no-network")

@@ -16,10 +16,11 @@ pytestmark = [pytest.mark.vm, pytest.mark.anyio]
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("volumes")
-    dirs = {name: base / name for name in ("rw", "ro")}
+    dirs = {name: base / name for name in ("rw", "ro", "ro2")}
     for d in dirs.values():
         d.mkdir()
     (dirs["ro"] / "given.txt").write_text("read me\n")
+    (dirs["ro2"] / "given.txt").write_text("read me\n")
     # Outside both shares: what an escape would reveal.
     (base / "secret.txt").write_text("host-secret-outside-the-share\n")
     (dirs["rw"] / "escape-abs").symlink_to(base / "secret.txt")
@@ -30,7 +31,11 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 async def vbox(runtime: boxlite.Boxlite, shared: dict[str, Path]) -> AsyncIterator[boxlite.SimpleBox]:
-    volumes = [(str(shared["rw"]), "/mnt/rw", "rw"), (str(shared["ro"]), "/mnt/ro", "ro")]
+    # The read-only ones in upstream's two spellings: a dict's read_only (once silently dropped) and a tuple's bool.
+    # The "ro" string form is tested through the CLI (test_cli_flags_vm.py).
+    volumes = [(str(shared["rw"]), "/mnt/rw", "rw"),
+               {"host_path": str(shared["ro"]), "guest_path": "/mnt/ro", "read_only": True},
+               (str(shared["ro2"]), "/mnt/ro2", True)]
     async with boxlite.SimpleBox(runtime=runtime, volumes=volumes, network="disabled") as box:
         yield box
 
@@ -48,18 +53,20 @@ async def test_host_writes_are_seen_by_the_guest(vbox: boxlite.SimpleBox, shared
     assert (await vbox.exec("cat", "/mnt/ro/given.txt", check=True)).stdout == "read me\n"
 
 
-async def test_read_only_volume_refuses_writes(vbox: boxlite.SimpleBox, shared: dict[str, Path]) -> None:
-    r = await vbox.exec("sh", "-c", "echo x > /mnt/ro/new.txt")
+@pytest.mark.parametrize("name", ["ro", "ro2"])
+async def test_read_only_volume_refuses_writes(vbox: boxlite.SimpleBox, shared: dict[str, Path], name: str) -> None:
+    mnt = f"/mnt/{name}"
+    r = await vbox.exec("sh", "-c", f"echo x > {mnt}/new.txt")
     assert r.exit_code != 0 and "Read-only file system" in r.stderr
-    r = await vbox.exec("sh", "-c", "echo x >> /mnt/ro/given.txt")
+    r = await vbox.exec("sh", "-c", f"echo x >> {mnt}/given.txt")
     assert r.exit_code != 0
     # Root in the box remounting it read-write gains nothing: QEMU itself refuses the writes.
-    remount = await vbox.exec("mount", "-o", "remount,rw", "/mnt/ro")
+    remount = await vbox.exec("mount", "-o", "remount,rw", mnt)
     assert remount.exit_code == 0, remount.stderr
-    r = await vbox.exec("sh", "-c", "echo x > /mnt/ro/new.txt; rm -f /mnt/ro/given.txt; mkdir /mnt/ro/d")
+    r = await vbox.exec("sh", "-c", f"echo x > {mnt}/new.txt; rm -f {mnt}/given.txt; mkdir {mnt}/d")
     assert r.exit_code != 0
-    assert sorted(os.listdir(shared["ro"])) == ["given.txt"]
-    assert (shared["ro"] / "given.txt").read_text() == "read me\n"
+    assert sorted(os.listdir(shared[name])) == ["given.txt"]
+    assert (shared[name] / "given.txt").read_text() == "read me\n"
 
 
 async def test_symlinks_and_dotdot_do_not_leave_the_share(vbox: boxlite.SimpleBox, shared: dict[str, Path]) -> None:
