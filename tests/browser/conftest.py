@@ -295,6 +295,12 @@ class LabPage:
         self.page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         self.page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
 
+    def restart_kernel(self) -> None:
+        """Kernel > Restart Kernel..., and the dialog's Restart, as a person would."""
+        self.page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").first.click()
+        self.page.locator('.lm-Menu-item[data-command="kernelmenu:restart"]').click()
+        self.page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()
+
     def cell_prompts(self) -> list[str]:
         return [p.strip() for p in self.page.locator(
             ".jp-NotebookPanel:visible .jp-CodeCell .jp-InputArea-prompt").all_inner_texts()]
