@@ -296,3 +296,36 @@ def test_metrics_panel_charts_stays_on_one_line_and_says_detached_after_restart(
     assert page.error_outputs() == []
     log = server.log.read_text(errors="replace")
     assert "No such comm" not in log, log[-3000:]
+
+
+def test_panel_html_says_detached_when_jupyterlab_restarts_the_kernel(jupyterlab: Any, lab_page: Any,
+                                                                      tmp_path: Path) -> None:
+    """The panel's detached state is CSS keyed on the mark JupyterLab's widget manager puts on the views of a
+    restarting kernel's widgets; this checks that mark and that CSS with the panel's own HTML in an HTML widget
+    of the plain python3 kernel (no VM): "running" before the restart, "detached" after it."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import ipywidgets\nfrom boxlite import BoxMetrics\nfrom codebox_kernel.metrics import History, render\n"
+        "m = BoxMetrics(guest_cpu_percent=12.5, cpu_percent=3.0, guest_memory_used_bytes=100 << 20,\n"
+        "               guest_memory_total_bytes=512 << 20, memory_bytes=180 << 20)\n"
+        "h = History()\nh.add(0.0, m)\nh.add(1.0, m)\n"
+        "ipywidgets.HTML(render('b', 'running', 'qemu', m, note='updated', history=h, now=1.0))")]
+    path = tmp_path / "panel-html.ipynb"
+    nbformat.write(nb, path)
+    server = jupyterlab(kernel="python3", notebooks=[path])
+    page = lab_page
+    state = page.page.locator(".jp-NotebookPanel:visible .jp-OutputArea-output .boxlite-metric-state").first
+    page.open_notebook(server, path.name, timeout=60)
+    page.wait_kernel_name("Python 3 (ipykernel)", timeout=60)
+    page.wait_kernel_idle(timeout=60)
+    page.run_all()
+    page.wait_all_cells_done(timeout=60)
+    state.wait_for(timeout=30_000)
+    assert state.inner_text().strip() == "running"
+    page.restart_kernel()
+    page.page.wait_for_function("el => el.innerText.trim() === 'detached'", arg=state.element_handle(),
+                                timeout=30_000)
+    page.wait_kernel_idle(timeout=60)
+    assert state.inner_text().strip() == "detached"
+    assert page.page.locator(".jupyter-widgets-disconnected .boxlite-metrics").count() == 1
