@@ -175,7 +175,9 @@ STYLE = f"""<style>
 .boxlite-metrics circle.bl-guest{{fill:#1f77b4}}
 .boxlite-metrics .bl-host{{fill:none;stroke:#ff7f0e;stroke-width:1;stroke-dasharray:3 2}}
 .boxlite-metrics circle.bl-host{{fill:#ff7f0e}}
-.boxlite-metrics .bl-detached{{display:none}}
+.boxlite-metrics .bl-running{{color:#2e7d32}}
+.boxlite-metrics .bl-detached{{display:none;color:#c2410c;font-weight:bold}}
+.boxlite-metrics .bl-dim{{opacity:.65}}
 .boxlite-metrics .bl-stale{{opacity:0;animation:bl-stale 0s linear {STALE_S:g}s forwards}}
 .boxlite-metrics.bl-live-panel{{animation:bl-fade 0s linear {STALE_S:g}s forwards}}
 @keyframes bl-stale{{to{{opacity:1}}}}
@@ -185,7 +187,9 @@ STYLE = f"""<style>
 .jupyter-widgets-disconnected .boxlite-metrics .bl-stale{{display:none}}
 .jupyter-widgets-disconnected .boxlite-metrics .bl-detached,
 .boxlite-metrics.bl-is-detached .bl-detached{{display:inline}}
-.jupyter-widgets-disconnected .boxlite-metrics,.boxlite-metrics.bl-is-detached{{opacity:.55;animation:none}}
+.jupyter-widgets-disconnected .boxlite-metrics{{animation:none}}
+.jupyter-widgets-disconnected .boxlite-metrics .bl-cell:not(.bl-cell-state),
+.boxlite-metrics.bl-is-detached .bl-cell:not(.bl-cell-state){{opacity:.45}}
 </style>"""
 
 # Each cell is one unbreakable unit (white-space:nowrap, flex:none); the row wraps between cells.
@@ -193,18 +197,20 @@ CELLS_STYLE = "display:flex;flex-wrap:wrap;gap:4px 18px;align-items:flex-start;m
 CELL_STYLE = "white-space:nowrap;flex:none"
 LABEL_STYLE = "opacity:.65;font-size:85%;white-space:nowrap"
 VALUE_STYLE = "font-family:monospace;white-space:nowrap"
-NOTE_STYLE = "opacity:.65;font-size:85%"
+NOTE_STYLE = "font-size:85%"
 
 
 def _cell(key: str, value: str, extra: str = "") -> str:
     """One labelled value (its text escaped here; `extra`, a chart, is markup made by this module)."""
-    return (f'<div class="bl-cell" style="{CELL_STYLE}"><div style="{LABEL_STYLE}">{html.escape(key)}</div>'
+    return (f'<div class="bl-cell bl-cell-{html.escape(key)}" style="{CELL_STYLE}">'
+            f'<div style="{LABEL_STYLE}">{html.escape(key)}</div>'
             f'<div class="boxlite-metric-{html.escape(key)}" style="{VALUE_STYLE}">{value}</div>{extra}</div>')
 
 
 def _state_cell(state: str) -> str:
     """The state, which says "detached" instead once the panel's kernel is gone (see STYLE)."""
-    return _cell("state", f'<span class="bl-live">{html.escape(state)}</span><span class="bl-detached">detached</span>')
+    live = "bl-live bl-running" if state == "running" else "bl-live"
+    return _cell("state", f'<span class="{live}">{html.escape(state)}</span><span class="bl-detached">detached</span>')
 
 
 def _metric_cells(m: BoxMetrics, history: History | None, now: float) -> list[str]:
@@ -232,7 +238,7 @@ def render(name: str, state: str, engine: str | None, m: BoxMetrics | None, note
              _cell("engine", html.escape(engine or "-"))]
     if m is not None:
         cells += _metric_cells(m, history, now)
-    notes = [f'<span class="bl-live">{html.escape(note)}</span>' if note else "",
+    notes = [f'<span class="bl-live bl-dim">{html.escape(note)}</span>' if note else "",
              f'<span class="bl-detached">detached: {html.escape(detached or DETACHED)}</span>',
              "" if detached else f'<span class="bl-stale"> &middot; no update since {readable.clock(now)}: '
                                  "is the kernel still running?</span>"]
