@@ -22,6 +22,7 @@ from boxlite import BoxliteError, KernelGone
 from codebox_kernel import readable
 
 if TYPE_CHECKING:
+    from boxlite import KernelClient
     from codebox_kernel.kernel import BoxKernel
 
 MAGIC = "%boxlite"
@@ -114,10 +115,23 @@ async def _take_number(kernel: BoxKernel, code: str) -> int | None:
     client = codebox.kernel if codebox is not None else None
     if client is None or client.session is None or not client.connected:
         return None
-    # The bridge's own session: the kernel does not relay what answers it (busy/idle) to the frontend.
-    msg = client.session.msg("execute_request", {
-        "code": TAKE_NUMBER.format(code=code), "silent": True, "store_history": False, "user_expressions": {},
-        "allow_stdin": False, "stop_on_error": False})
+    request = {"code": TAKE_NUMBER.format(code=code), "silent": True, "store_history": False,
+               "user_expressions": {}, "allow_stdin": False, "stop_on_error": False}
+    # ipykernel aborts what arrives just after a cell that failed (its "stop on error" window): then ask again.
+    for _attempt in range(3):
+        reply = await _request(client, request)
+        if reply is None or reply.get("status") != "aborted":
+            break
+    if reply is None or reply.get("status") != "ok" or reply.get("execution_count") is None:
+        return None
+    return int(reply["execution_count"])
+
+
+async def _request(client: KernelClient, content: dict[str, Any]) -> dict[str, Any] | None:
+    """An execute_request in the bridge's own session (the kernel does not relay what answers it, busy and
+    idle, to the frontend); its reply's content, or None if none comes."""
+    assert client.session is not None
+    msg = client.session.msg("execute_request", content)
     waiter = client.watch(msg["header"]["msg_id"])
     try:
         await client.send_msg("shell", msg)
@@ -127,8 +141,7 @@ async def _take_number(kernel: BoxKernel, code: str) -> int | None:
                 if isinstance(item, KernelGone):
                     return None
                 if item.channel == "shell" and item.msg_type == "execute_reply":
-                    count = item.content.get("execution_count")
-                    return int(count) if item.content.get("status") == "ok" and count is not None else None
+                    return item.content
     except (BoxliteError, builtins.TimeoutError):
         return None
     finally:
