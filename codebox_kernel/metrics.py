@@ -29,7 +29,7 @@ REFRESH_S = 1.0
 WINDOW_S = 180.0  # the charts show the last three minutes
 HISTORY = int(WINDOW_S / REFRESH_S) + 1
 CHART_W, CHART_H = 150, 28  # px
-MIN_SPAN_S = 30.0
+MIN_SPAN_S = 10.0
 STALE_S = 10.0  # no redraw for this long: the panel fades and says since when
 DETACHED = "its kernel was restarted or shut down; `%boxlite metrics` shows a live panel"
 _publish: Publish | None = None
@@ -192,6 +192,8 @@ STYLE = f"""<style>
 .boxlite-metrics.bl-is-detached .bl-cell:not(.bl-cell-state){{opacity:.45}}
 </style>"""
 
+# ipywidgets gives HTML content the line height of a widget row (28 px); the panel's lines are text lines.
+ROOT_STYLE = "line-height:1.35"
 # Each cell is one unbreakable unit (white-space:nowrap, flex:none); the row wraps between cells.
 CELLS_STYLE = "display:flex;flex-wrap:wrap;gap:4px 18px;align-items:flex-start;margin-top:2px"
 CELL_STYLE = "white-space:nowrap;flex:none"
@@ -243,7 +245,7 @@ def render(name: str, state: str, engine: str | None, m: BoxMetrics | None, note
              "" if detached else f'<span class="bl-stale"> &middot; no update since {readable.clock(now)}: '
                                  "is the kernel still running?</span>"]
     root = "boxlite-metrics " + ("bl-is-detached" if detached else "bl-live-panel")
-    return (f'<div class="{root}">{STYLE}<b>BoxLite</b> live metrics'
+    return (f'<div class="{root}" style="{ROOT_STYLE}">{STYLE}<b>BoxLite</b> live metrics'
             f'<div class="bl-cells" style="{CELLS_STYLE}">{"".join(cells)}</div>'
             f'<div style="{NOTE_STYLE}">{"".join(notes)}</div></div>')
 
