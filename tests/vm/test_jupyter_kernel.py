@@ -242,6 +242,21 @@ def test_boxlite_cells_take_the_next_execution_number(kc: BlockingKernelClient) 
     assert number("3 + 3")[0] == first + 5
 
 
+def test_what_the_host_says_comes_from_the_same_kernel_session_as_the_box(kc: BlockingKernelClient) -> None:
+    """JupyterLab drops a comm message whose header's session differs from the last message's it received, so
+    the host's messages (`%boxlite` cells, the metrics panel) must carry the box kernel's session."""
+    reply, _ = run(kc, "1")
+    box_session = reply["header"]["session"]
+    reply, outputs = run(kc, "%boxlite metrics")
+    assert reply["header"]["session"] == box_session
+    kinds = {m["msg_type"] for m in outputs}
+    assert {"comm_open", "display_data", "status"} <= kinds
+    assert {m["msg_type"]: m["header"]["session"] for m in outputs} == dict.fromkeys(kinds, box_session)
+    (panel,) = [m["content"]["comm_id"] for m in outputs if m["msg_type"] == "comm_open"
+                and m["content"]["data"]["state"]["_model_name"] == "HTMLModel"]
+    kc.shell_channel.send(kc.session.msg("comm_close", {"comm_id": panel, "data": {}}))
+
+
 def test_the_frontends_messages_to_the_box_comms_log_no_warning(kc: BlockingKernelClient, kernel_log: Path
                                                                 ) -> None:
     """What JupyterLab's widget manager sends at every start: a comm_open to ipywidgets' control target and a
