@@ -12,16 +12,27 @@ while the box is busy or gone).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import builtins
 import html
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from boxlite import BoxliteError
+from boxlite import BoxliteError, KernelGone
+from codebox_kernel import readable
 
 if TYPE_CHECKING:
+    from boxlite import KernelClient
     from codebox_kernel.kernel import BoxKernel
 
 MAGIC = "%boxlite"
+# How long a `%boxlite` cell waits for the box's interpreter to take its execution number.
+COUNT_TIMEOUT_S = 10.0
+# Run silently in the box's interpreter for a `%boxlite` cell (answered by the host): the cell takes the next
+# execution number and its line goes into the interpreter's history (In[n], history requests), as if the box
+# had run it; the interpreter's execute_reply then carries that number. A lambda, so no name is left behind.
+TAKE_NUMBER = ("(lambda ip: (ip.history_manager.store_inputs(ip.execution_count, {code!r}), "
+               "setattr(ip, 'execution_count', ip.execution_count + 1)))(get_ipython())")
 HELP = __doc__.split("\n\n", 1)[1].rstrip() + "\n" if __doc__ else ""
 
 
@@ -86,6 +97,57 @@ async def run(kernel: BoxKernel, argv: list[str], parent: dict[str, Any]) -> Non
         kernel.display(parent, await _files(kernel, args.path))
 
 
+async def count_cell(kernel: BoxKernel, content: dict[str, Any]) -> int:
+    """The execution number of a `%boxlite` cell: the next one, as for any cell (the same one again for a
+    request that asks not to store history). The box's interpreter, which numbers the box's cells, takes it
+    too, so the cell after this one gets the number after it; without a box (gone, still starting) the host
+    counts on its own."""
+    if content.get("silent") or not content.get("store_history", True):
+        return kernel.execution_count
+    taken = await _take_number(kernel, str(content.get("code", "")))
+    kernel.execution_count = taken if taken is not None else kernel.execution_count + 1
+    return kernel.execution_count
+
+
+async def _take_number(kernel: BoxKernel, code: str) -> int | None:
+    """Have the box's interpreter count `code` as its next cell; the number it took, or None without one."""
+    codebox = kernel.box.codebox
+    client = codebox.kernel if codebox is not None else None
+    if client is None or client.session is None or not client.connected:
+        return None
+    request = {"code": TAKE_NUMBER.format(code=code), "silent": True, "store_history": False,
+               "user_expressions": {}, "allow_stdin": False, "stop_on_error": False}
+    # ipykernel aborts what arrives just after a cell that failed (its "stop on error" window): then ask again.
+    for _attempt in range(3):
+        reply = await _request(client, request)
+        if reply is None or reply.get("status") != "aborted":
+            break
+    if reply is None or reply.get("status") != "ok" or reply.get("execution_count") is None:
+        return None
+    return int(reply["execution_count"])
+
+
+async def _request(client: KernelClient, content: dict[str, Any]) -> dict[str, Any] | None:
+    """An execute_request in the bridge's own session (the kernel does not relay what answers it, busy and
+    idle, to the frontend); its reply's content, or None if none comes."""
+    assert client.session is not None
+    msg = client.session.msg("execute_request", content)
+    waiter = client.watch(msg["header"]["msg_id"])
+    try:
+        await client.send_msg("shell", msg)
+        async with asyncio.timeout(COUNT_TIMEOUT_S):
+            while True:
+                item = await waiter.queue.get()
+                if isinstance(item, KernelGone):
+                    return None
+                if item.channel == "shell" and item.msg_type == "execute_reply":
+                    return item.content
+    except (BoxliteError, builtins.TimeoutError):
+        return None
+    finally:
+        client.unwatch(msg["header"]["msg_id"], waiter)
+
+
 def _table(rows: list[tuple[str, str]]) -> dict[str, str]:
     width = max(len(k) for k, _ in rows)
     text = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -99,9 +161,9 @@ def _info(kernel: BoxKernel) -> dict[str, str]:
     info = codebox.box.info()
     rows = [("box", f"{info.name} ({info.id})"), ("state", info.status), ("image", info.image),
             ("engine", f"{info.engine or '-'}" + (f" ({info.engine_reason})" if info.engine_reason else "")),
-            ("cpus", str(info.cpus)), ("memory", f"{info.memory_mib} MiB"),
-            ("boot", f"{info.boot or '-'}, guest_boot_ms {info.guest_boot_ms or '-'}"),
-            ("started", str(info.started_at or "-")), ("working dir", codebox.workdir),
+            ("cpus", str(info.cpus)), ("memory", readable.mib(info.memory_mib)),
+            ("boot", readable.boot(info.boot, info.guest_boot_ms)),
+            ("started", readable.moment(info.started_at)), ("working dir", codebox.workdir),
             ("kernel restarts", str(codebox.kernel_restarts))]
     if info.error:
         rows.append(("error", info.error))
@@ -114,6 +176,7 @@ async def _files(kernel: BoxKernel, path: str) -> dict[str, str]:
         entries = await codebox.files.list(path)
     except BoxliteError:
         raise
-    rows = [(e.name + ("/" if e.type == "dir" else ""), f"{e.type:<4} {e.size:>10}  {oct(e.mode & 0o7777)}")
+    rows = [(e.name + ("/" if e.type == "dir" else ""),
+             f"{e.type:<4} {readable.size(e.size):>9}  {oct(e.mode & 0o7777)}")
             for e in sorted(entries, key=lambda e: e.name)]
     return _table(rows or [(path, "(empty)")])

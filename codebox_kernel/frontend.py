@@ -67,6 +67,11 @@ class Frontend:
         self.session = Session(key=key, signature_scheme=connection.get("signature_scheme") or "hmac-sha256",
                                username="boxlite", check_pid=False)
         self.kernel_id = uuid.uuid4().hex
+        # Messages made here carry the session of the kernel in the box (the last one relayed), so to a frontend
+        # all come from one kernel: JupyterLab drops comm messages whose header's session is not that of the
+        # last message it received ("Canceling handling of old message"), so host-made ones (the metrics
+        # panel's) and relayed ones (the box's widgets') would cancel each other where they interleave.
+        self.kernel_session = self.session.session
         self._ctx = zmq.asyncio.Context()
         self.sockets: dict[str, zmq.asyncio.Socket] = {}
         self._outbox: asyncio.Queue[list[bytes]] = asyncio.Queue()
@@ -114,6 +119,9 @@ class Frontend:
     def send(self, channel: str, msg: dict[str, Any], idents: list[bytes] | None = None,
              buffers: list[Any] | None = None) -> None:
         """Sign `msg` (header and parent kept as they are) and queue it for `channel`."""
+        session = msg["header"].get("session")
+        if session and session != self.session.session:  # relayed from the box's kernel
+            self.kernel_session = session
         if channel == "iopub" and not idents:
             idents = [f"kernel.{self.kernel_id}.{msg['header']['msg_type']}".encode()]
         frames = self.session.serialize(msg, ident=idents)
@@ -122,8 +130,10 @@ class Frontend:
 
     def new(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any] | None = None,
             metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A message made by this kernel (header with this kernel's session)."""
-        return self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
+        """A message made by this kernel (its header with the box kernel's session, see `kernel_session`)."""
+        msg = self.session.msg(msg_type, content, parent=parent or {}, metadata=metadata)
+        msg["header"]["session"] = self.kernel_session
+        return msg
 
     async def welcome_subscribers(self) -> None:
         while True:

@@ -108,7 +108,7 @@ class BoxKernel:
             await self._stopped.wait()
         finally:
             for panel in self.panels:
-                await panel.close()
+                await panel.detach()
             await self.frontend.drain()
             for task in [*workers, *self._tasks]:
                 task.cancel()
@@ -383,6 +383,7 @@ class BoxKernel:
         header = incoming.msg["header"]
         self._parent = header
         self._publish("status", {"execution_state": "busy"}, header)
+        await commands.count_cell(self, incoming.content)  # the next execution number, as for any cell
         self._publish("execute_input", {"code": incoming.content.get("code", ""),
                                         "execution_count": self.execution_count}, header)
         reply: dict[str, Any] = {"status": "ok", "execution_count": self.execution_count, "user_expressions": {},

@@ -34,6 +34,7 @@ from IPython.display import publish_display_data
 
 import boxlite
 from boxlite import BoxliteError, CodeBox, CodeError, EngineError, PortalError, Result
+from codebox_kernel import readable
 from codebox_kernel.watchdog import alive
 
 __all__ = ["BoxCellError", "BoxliteMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -374,7 +375,7 @@ class BoxliteMagics(Magics):
         for box, info in zip(self.boxes.values(), infos, strict=True):
             rows.append((box.name, info.id if info else "-", _state(info),
                          info.image if info else box.codebox.options.image or "",
-                         str(info.cpus) if info else "-", f"{info.memory_mib} MiB" if info else "-",
+                         str(info.cpus) if info else "-", readable.mib(info.memory_mib) if info else "-",
                          str(box.cells)))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
@@ -387,8 +388,8 @@ class BoxliteMagics(Magics):
             return
         fields = {
             "name": box.name, "box id": info.id, "state": _state(info), "image": info.image,
-            "cpus": info.cpus, "memory": f"{info.memory_mib} MiB", "boot": info.boot or "-",
-            "started at": info.started_at.isoformat(timespec="seconds") if info.started_at else "-",
+            "cpus": info.cpus, "memory": readable.mib(info.memory_mib),
+            "boot": readable.boot(info.boot, info.guest_boot_ms), "started at": readable.moment(info.started_at),
             "cells run": box.cells, "kernel restarts": box.codebox.kernel_restarts,
             "working directory": box.codebox.workdir, "box directory": info.box_dir,
         }

@@ -263,6 +263,8 @@ class LabPage:
 
     def __init__(self, page: Any) -> None:
         self.page = page
+        self.console: list[str] = []  # what the page logged (JupyterLab's warnings and errors), for failures
+        page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
 
     def open_notebook(self, server: LabServer, name: str, timeout: float) -> None:
         self.page.goto(server.notebook_url(name), timeout=timeout * 1000)
@@ -294,6 +296,12 @@ class LabPage:
         """Run > Run All Cells, through the menu bar as a person would."""
         self.page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         self.page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
+
+    def restart_kernel(self) -> None:
+        """Kernel > Restart Kernel..., and the dialog's Restart, as a person would."""
+        self.page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").first.click()
+        self.page.locator('.lm-Menu-item[data-command="kernelmenu:restart"]').click()
+        self.page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()
 
     def cell_prompts(self) -> list[str]:
         return [p.strip() for p in self.page.locator(
@@ -363,7 +371,11 @@ class LabPage:
 def lab_page(browser: Any) -> Iterator[LabPage]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
+    lab = LabPage(page)
     try:
-        yield LabPage(page)
+        yield lab
     finally:
         context.close()
+        with contextlib.suppress(OSError):  # beside the screenshots, for a failure's story
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            (ARTIFACTS / "jupyterlab-console.log").write_text("\n".join(lab.console))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import struct
 import time
 import zlib
@@ -175,3 +176,144 @@ def test_widgets_made_in_the_box_render_and_respond(jupyterlab: Any, lab_page: A
         page.screenshot(shot)
         record_property("screenshot", str(shot))
     assert page.error_outputs() == []
+
+
+def panel_notebook(path: Path) -> Path:
+    """The metrics panel, then a cell that keeps the box's cpu busy for a moment (something to chart)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "boxlite-python", "display_name": "BoxLite Python", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("%boxlite metrics"),
+        nbformat.v4.new_code_cell("total = sum(i * i for i in range(300_000))\nprint('busy done', total > 0)"),
+    ]
+    nbformat.write(nb, path)
+    return path
+
+
+# The lines each metric value of the panel is laid out on (distinct tops of its text's line boxes).
+VALUE_LINES = """panel => [...panel.querySelectorAll('[class^="boxlite-metric-"]')].map(el => {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+    return [el.className, tops.size, el.innerText];
+})"""
+CELL_ROWS = """panel => new Set([...panel.querySelectorAll('.bl-cell')]
+    .map(c => Math.round(c.getBoundingClientRect().top))).size"""
+
+
+def _kernel_pids(server: Any) -> list[int]:
+    """The BoxLite kernel processes this server started (`python -m codebox_kernel -f ...`): their environment
+    has the server's marker (see conftest.py)."""
+    marker = f"BOXLITE_TEST_LAB={server.marker}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"codebox_kernel" in argv and b"-f" in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.vm
+def test_metrics_panel_charts_stays_on_one_line_and_says_detached_after_restart(
+        jupyterlab: Any, lab_page: Any, tmp_path: Path, real_home: Path, record_property: Any) -> None:
+    """The panel in JupyterLab: cpu and memory charts fill in, every value keeps to one line (the cells wrap
+    between each other at a narrow width), it fades and says since when while its kernel does not answer, and
+    after Kernel > Restart it says "detached" instead of "running". No "No such comm" in the server's log."""
+    if not (real_home / "assets").is_dir():
+        pytest.skip(f"VM assets are not provisioned under {real_home} (run `boxlite setup`)")
+    notebook = panel_notebook(tmp_path / "panel.ipynb")
+    server = jupyterlab(kernel="boxlite-python", notebooks=[notebook])
+    page = lab_page
+    outputs = ".jp-NotebookPanel:visible .jp-OutputArea-output"
+    panel = page.page.locator(f"{outputs} .boxlite-metrics").first
+    state = panel.locator(".boxlite-metric-state")
+    shots = {name: ARTIFACTS / f"jupyterlab-metrics-panel-{name}.png" for name in ("live", "narrow", "detached")}
+    try:
+        page.open_notebook(server, notebook.name, timeout=60)
+        page.wait_kernel_name("BoxLite Python", timeout=60)
+        page.wait_kernel_idle(timeout=CASES["boxlite-python"].run_timeout)
+        page.run_all()
+        page.wait_all_cells_done(timeout=CASES["boxlite-python"].run_timeout)
+        # Charts: a guest cpu line from several samples (the panel redraws once a second).
+        page.page.wait_for_function(
+            """() => [...document.querySelectorAll('.boxlite-metrics .boxlite-metric-cpu ~ svg polyline.bl-guest')]
+                .some(l => l.points.numberOfItems >= 5)""", timeout=60_000)
+        assert panel.locator("svg").count() == 2
+        assert panel.locator(".boxlite-metric-mem ~ svg polyline.bl-guest").count() == 1
+        assert state.inner_text().strip() == "running"
+        page.screenshot(shots["live"])
+        for width in (1280, 700):
+            page.page.set_viewport_size({"width": width, "height": 900})  # reading the layout lays it out anew
+            lines = panel.evaluate(VALUE_LINES)
+            assert len(lines) == 8 and all(n == 1 for _, n, _ in lines), (width, lines)
+            if width == 700:
+                assert panel.evaluate(CELL_ROWS) > 1  # wrapped between cells
+                page.screenshot(shots["narrow"])
+        page.page.set_viewport_size({"width": 1280, "height": 900})
+
+        # A kernel that stops answering: after STALE_S without a redraw the panel says since when.
+        stale = panel.locator(".bl-stale")
+        (pid,) = _kernel_pids(server)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            page.page.wait_for_function("el => getComputedStyle(el).opacity === '1'", arg=stale.element_handle(),
+                                        timeout=60_000)
+            assert "no update since" in stale.inner_text()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        page.page.wait_for_function(  # redrawn: the note is hidden again
+            """() => { const s = document.querySelector('.boxlite-metrics .bl-stale');
+                       return s && getComputedStyle(s).opacity === '0'; }""", timeout=60_000)
+
+        # Kernel > Restart: the old panel's kernel is gone; the panel says so.
+        page.restart_kernel()
+        page.page.wait_for_function("el => el.innerText.trim() === 'detached'", arg=state.element_handle(),
+                                    timeout=60_000)
+        assert "detached: " in panel.inner_text()
+        page.wait_kernel_idle(timeout=CASES["boxlite-python"].run_timeout)
+        assert state.inner_text().strip() == "detached"  # and still so with the new kernel up
+    finally:
+        page.screenshot(shots["detached"])
+        for name, shot in shots.items():
+            record_property(f"screenshot_{name}", str(shot))
+    assert page.error_outputs() == []
+    log = server.log.read_text(errors="replace")
+    assert "No such comm" not in log, log[-3000:]
+
+
+def test_panel_html_says_detached_when_jupyterlab_restarts_the_kernel(jupyterlab: Any, lab_page: Any,
+                                                                      tmp_path: Path) -> None:
+    """The panel's detached state is CSS keyed on the mark JupyterLab's widget manager puts on the views of a
+    restarting kernel's widgets; this checks that mark and that CSS with the panel's own HTML in an HTML widget
+    of the plain python3 kernel (no VM): "running" before the restart, "detached" after it."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import ipywidgets\nfrom boxlite import BoxMetrics\nfrom codebox_kernel.metrics import History, render\n"
+        "m = BoxMetrics(guest_cpu_percent=12.5, cpu_percent=3.0, guest_memory_used_bytes=100 << 20,\n"
+        "               guest_memory_total_bytes=512 << 20, memory_bytes=180 << 20)\n"
+        "h = History()\nh.add(0.0, m)\nh.add(1.0, m)\n"
+        "ipywidgets.HTML(render('b', 'running', 'qemu', m, note='updated', history=h, now=1.0))")]
+    path = tmp_path / "panel-html.ipynb"
+    nbformat.write(nb, path)
+    server = jupyterlab(kernel="python3", notebooks=[path])
+    page = lab_page
+    state = page.page.locator(".jp-NotebookPanel:visible .jp-OutputArea-output .boxlite-metric-state").first
+    page.open_notebook(server, path.name, timeout=60)
+    page.wait_kernel_name("Python 3 (ipykernel)", timeout=60)
+    page.wait_kernel_idle(timeout=60)
+    page.run_all()
+    page.wait_all_cells_done(timeout=60)
+    state.wait_for(timeout=30_000)
+    assert state.inner_text().strip() == "running"
+    page.restart_kernel()
+    page.page.wait_for_function("el => el.innerText.trim() === 'detached'", arg=state.element_handle(),
+                                timeout=30_000)
+    page.wait_kernel_idle(timeout=60)
+    assert state.inner_text().strip() == "detached"
+    assert page.page.locator(".jupyter-widgets-disconnected .boxlite-metrics").count() == 1

@@ -228,8 +228,19 @@ def test_another_name_is_another_box(kernel: Kernel) -> None:
     assert set(rows) == {"default", "other"} and rows["default"][2] == rows["other"][2] == "running"
     assert rows["default"][1] != rows["other"][1]
 
-    info = kernel.run("%boxlite info other").stream("stdout")
+    info_cell = kernel.run("%boxlite info other")
+    info = info_cell.stream("stdout")
     assert "state:" in info and "running" in info and rows["other"][1] in info
+    fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in info.splitlines())}
+    assert re.fullmatch(r"\d+ MiB|\d+\.\d GiB", fields["memory"]), fields
+    assert re.fullmatch(r"(cold boot|restored), guest ready (in \d+(\.\d)? (ms|s)|time not measured)",
+                        fields["boot"]), fields
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d( \S+)? \((\d+ ms|[\d.]+ s|\d+ min( \d\d s)?) ago\)",
+                        fields["started at"]), fields
+    # Line and cell magics are cells like any other: each takes the next execution number.
+    count = info_cell.reply["content"]["execution_count"]
+    assert kernel.run("%boxlite list").reply["content"]["execution_count"] == count + 1
+    assert kernel.run("%%boxlite --name other\n1").reply["content"]["execution_count"] == count + 2
 
     restarted = kernel.run("%boxlite restart other")
     assert restarted.status == "ok" and "restarted the kernel of box 'other'" in restarted.stream("stdout")

@@ -4,7 +4,10 @@ failures of the box shown as BoxliteError replies."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
@@ -27,8 +30,9 @@ START_TIMEOUT = 240
 BOXLITE_ERRORS = {cls.__name__ for cls in (boxlite.BoxliteError, *boxlite.BoxliteError.__subclasses__())}
 
 
-def start(kernel_name: str, **env: str) -> tuple[KernelManager, BlockingKernelClient]:
-    return start_new_kernel(kernel_name=kernel_name, startup_timeout=START_TIMEOUT, env={**os.environ, **env})
+def start(kernel_name: str, stderr: IO[bytes] | None = None, **env: str) -> tuple[KernelManager, BlockingKernelClient]:
+    return start_new_kernel(kernel_name=kernel_name, startup_timeout=START_TIMEOUT, env={**os.environ, **env},
+                            stderr=stderr)
 
 
 def stop(km: KernelManager, kc: BlockingKernelClient) -> None:
@@ -37,12 +41,19 @@ def stop(km: KernelManager, kc: BlockingKernelClient) -> None:
 
 
 @pytest.fixture(scope="module")
-def kernel(kernelspec: str) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
-    km, kc = start(kernelspec)
-    try:
-        yield km, kc
-    finally:
-        stop(km, kc)
+def kernel_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the module's kernel writes its stderr (its log: what a notebook server's console shows)."""
+    return tmp_path_factory.mktemp("kernel") / "stderr.log"
+
+
+@pytest.fixture(scope="module")
+def kernel(kernelspec: str, kernel_log: Path) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    with kernel_log.open("wb") as log:
+        km, kc = start(kernelspec, stderr=log)
+        try:
+            yield km, kc
+        finally:
+            stop(km, kc)
 
 
 @pytest.fixture
@@ -195,6 +206,74 @@ def test_boxlite_info_and_files(kc: BlockingKernelClient) -> None:
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "UsageError"
 
 
+def test_boxlite_info_reads_as_people_read_it(kc: BlockingKernelClient) -> None:
+    _reply, outputs = run(kc, "%boxlite info")
+    text = of_type(outputs, "display_data")[0]["data"]["text/plain"]
+    rows = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in text.splitlines())
+    assert re.fullmatch(r"\d+ MiB|\d+\.\d GiB", rows["memory"]), rows
+    # "restored, guest ready in 1.2 s" (or "... not measured"), not a raw float of milliseconds.
+    assert re.fullmatch(r"(cold boot|restored), guest ready (in \d+(\.\d)? (ms|s)|time not measured)",
+                        rows["boot"]), rows
+    # To the second, in local time, with how long ago: no microseconds, no "+00:00".
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d( \S+)? \((\d+ ms|[\d.]+ s|\d+ min( \d\d s)?) ago\)",
+                        rows["started"]), rows
+    _reply, outputs = run(kc, "%boxlite files /etc")
+    listing = of_type(outputs, "display_data")[0]["data"]["text/plain"]
+    assert re.search(r"^passwd\s+file\s+\d+(\.\d)? (B|KiB)\s", listing, re.M), listing  # sizes with their unit
+
+
+def test_boxlite_cells_take_the_next_execution_number(kc: BlockingKernelClient) -> None:
+    def number(code: str) -> tuple[int, int]:
+        reply, outputs = run(kc, code)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        (echo,) = of_type(outputs, "execute_input")
+        return reply["content"]["execution_count"], echo["execution_count"]
+
+    first, _ = number("1 + 1")
+    assert number("%boxlite help") == (first + 1, first + 1)
+    assert number("%boxlite info\n%boxlite files /") == (first + 2, first + 2)
+    assert number("2 + 2") == (first + 3, first + 3)  # the box's own numbering continues after them
+    # The box's interpreter has them in its history too: In[n] is the line, as for any cell.
+    _reply, outputs = run(kc, f"print(repr(In[{first + 1}]), repr(In[{first + 2}]))")
+    assert stdout(outputs) == "'%boxlite help' '%boxlite info\\n%boxlite files /'\n"
+    # A request that asks not to be stored takes no number.
+    reply = kc.execute_interactive("%boxlite help", store_history=False, timeout=60, output_hook=lambda m: None)
+    assert reply["content"]["execution_count"] == first + 4
+    assert number("3 + 3")[0] == first + 5
+
+
+def test_what_the_host_says_comes_from_the_same_kernel_session_as_the_box(kc: BlockingKernelClient) -> None:
+    """JupyterLab drops a comm message whose header's session differs from the last message's it received, so
+    the host's messages (`%boxlite` cells, the metrics panel) must carry the box kernel's session."""
+    reply, _ = run(kc, "1")
+    box_session = reply["header"]["session"]
+    reply, outputs = run(kc, "%boxlite metrics")
+    assert reply["header"]["session"] == box_session
+    kinds = {m["msg_type"] for m in outputs}
+    assert {"comm_open", "display_data", "status"} <= kinds
+    assert {m["msg_type"]: m["header"]["session"] for m in outputs} == dict.fromkeys(kinds, box_session)
+    (panel,) = [m["content"]["comm_id"] for m in outputs if m["msg_type"] == "comm_open"
+                and m["content"]["data"]["state"]["_model_name"] == "HTMLModel"]
+    kc.shell_channel.send(kc.session.msg("comm_close", {"comm_id": panel, "data": {}}))
+
+
+def test_the_frontends_messages_to_the_box_comms_log_no_warning(kc: BlockingKernelClient, kernel_log: Path
+                                                                ) -> None:
+    """What JupyterLab's widget manager sends at every start: a comm_open to ipywidgets' control target and a
+    request_states comm_msg (and later a comm_close), for comms the host does not own (they are the box's, or
+    nobody's when the box has not imported ipywidgets). They must not log "No such comm"."""
+    control = uuid.uuid4().hex
+    kc.shell_channel.send(kc.session.msg("comm_open", {"comm_id": control, "target_name": "jupyter.widget.control",
+                                                       "data": {}}))
+    kc.shell_channel.send(kc.session.msg("comm_msg", {"comm_id": control, "data": {"method": "request_states"}}))
+    kc.shell_channel.send(kc.session.msg("comm_close", {"comm_id": control, "data": {}}))
+    kc.shell_channel.send(kc.session.msg("comm_msg", {"comm_id": uuid.uuid4().hex, "data": {}}))
+    _reply, outputs = run(kc, "print('after the comms')")
+    assert stdout(outputs) == "after the comms\n"
+    assert "No such comm" not in kernel_log.read_text(errors="replace")
+    assert not [c for c in of_type(outputs, "stream") if "No such comm" in c["text"]]
+
+
 def test_metrics_panel_updates_while_the_box_is_busy(kc: BlockingKernelClient) -> None:
     reply, outputs = run(kc, "%boxlite metrics")
     assert reply["content"]["status"] == "ok"
@@ -217,6 +296,9 @@ def test_metrics_panel_updates_while_the_box_is_busy(kc: BlockingKernelClient) -
             updates.append(msg["content"]["data"]["state"].get("value", ""))
     assert len(updates) >= 3, updates
     assert all(k in updates[-1] for k in ("cpu", "mem", "guest_boot_ms", "commands", "errors", "running"))
+    # cpu and memory are charted from the samples so far (two lines for cpu: guest and host; one for memory).
+    assert updates[-1].count("<polyline") == 3 and updates[-1].count("<svg") == 2
+    assert "white-space:nowrap" in updates[-1]
     kc.shell_channel.send(kc.session.msg("comm_close", {"comm_id": comm_id, "data": {}}))
     run(kc, "pass")  # the sleeping cell and this one finish
 
@@ -270,7 +352,20 @@ def test_restart_gives_a_fresh_interpreter_in_the_same_box(kernel: tuple[KernelM
     km, kc = kernel
     run(kc, "open('/tmp/kept.txt', 'w').write('still here'); y = 5")
     box_id = box_of(km).id
+    _reply, outputs = run(kc, "%boxlite metrics")
+    (panel,) = [c["comm_id"] for c in of_type(outputs, "comm_open") if c["target_name"] == "jupyter.widget"
+                and c["data"]["state"]["_model_name"] == "HTMLModel"]
     km.restart_kernel(now=False)
+    # The old process's last word to its panel: detached, not frozen on "running".
+    last = ""
+    deadline = time.monotonic() + 60
+    while "bl-is-detached" not in last:
+        assert time.monotonic() < deadline, f"the panel was not marked detached: {last[-500:]}"
+        with contextlib.suppress(queue.Empty):
+            msg = kc.get_iopub_msg(timeout=1)
+            if msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == panel:
+                last = msg["content"]["data"]["state"].get("value", last)
+    assert "detached: " in last
     kc.wait_for_ready(timeout=START_TIMEOUT)
     _reply, outputs = run(kc, "print('y' in dir(), open('/tmp/kept.txt').read())")
     assert stdout(outputs) == "False still here\n"
@@ -317,7 +412,8 @@ def test_timeout_metrics_at_start_and_stop_settings(kernelspec: str) -> None:
         assert content["status"] == "error" and content["ename"] == "TimeoutError"
         assert "boxlite.errors.TimeoutError" in "\n".join(content["traceback"])
         assert of_type(outputs, "error")[0]["ename"] == "TimeoutError"
-        assert stdout(run(kc, "print(k)")[1]) == "3\n"
+        again, outputs = run(kc, "print(k)")
+        assert stdout(outputs) == "3\n", (again["content"], outputs)
         # %boxlite stop removes the box; the next cell gets a new one.
         box_id = box_of(km).id
         reply, outputs = run(kc, "%boxlite stop")
