@@ -58,6 +58,10 @@ def read_connection_file(path: str) -> dict[str, Any]:
     return dict(info)
 
 
+# An outbox entry that is no message: "greet the clients that subscribed to iopub" (see `run_sender`).
+GREET = b"greet"
+
+
 class Frontend:
     """Bound sockets and the signing session for one connection file."""
 
@@ -75,6 +79,7 @@ class Frontend:
         self._ctx = zmq.asyncio.Context()
         self.sockets: dict[str, zmq.asyncio.Socket] = {}
         self._outbox: asyncio.Queue[list[bytes]] = asyncio.Queue()
+        self._greeted = asyncio.Event()
         self._hb: threading.Thread | None = None
         self._hb_ctx: zmq.Context[Any] | None = None
 
@@ -135,19 +140,42 @@ class Frontend:
         msg["header"]["session"] = self.kernel_session
         return msg
 
-    async def welcome_subscribers(self) -> None:
+    async def watch_subscriptions(self) -> None:
+        """Wake the sender whenever a client subscribes to iopub (the sender alone reads the subscriptions)."""
+        poller = zmq.asyncio.Poller()
+        poller.register(self.sockets["iopub"], zmq.POLLIN)
         while True:
-            frames = await self.sockets["iopub"].recv_multipart()
+            await poller.poll()
+            self._greeted.clear()
+            self._outbox.put_nowait([GREET])
+            await self._greeted.wait()
+
+    async def run_sender(self) -> None:
+        """Hand queued messages to their sockets. Before each iopub message, every client that subscribed since
+        the last one is sent its iopub_welcome (JEP 65), so a subscriber's first message is always its welcome,
+        even when it subscribed while the kernel was publishing (its "starting" status, say)."""
+        while True:
+            channel, *frames = await self._outbox.get()
+            if channel in (GREET, b"iopub"):
+                await self._welcome_new_subscribers()
+            if channel != GREET:
+                with contextlib.suppress(zmq.ZMQError):
+                    await self.sockets[channel.decode()].send_multipart(frames, copy=True)
+
+    async def _welcome_new_subscribers(self) -> None:
+        iopub = self.sockets["iopub"]
+        while True:
+            try:
+                frames = await iopub.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
             event = frames[0] if frames else b""
             if event[:1] == b"\x01":
                 topic = event[1:].decode(errors="replace")
-                self.send("iopub", self.new("iopub_welcome", {"subscription": topic}), idents=[event[1:]])
-
-    async def run_sender(self) -> None:
-        while True:
-            channel, *frames = await self._outbox.get()
-            with contextlib.suppress(zmq.ZMQError):
-                await self.sockets[channel.decode()].send_multipart(frames, copy=True)
+                welcome = self.new("iopub_welcome", {"subscription": topic})
+                with contextlib.suppress(zmq.ZMQError):
+                    await iopub.send_multipart(self.session.serialize(welcome, ident=[event[1:]]), copy=True)
+        self._greeted.set()
 
     async def drain(self, timeout: float = 2.0) -> None:
         """Wait until what is queued has been handed to the sockets."""

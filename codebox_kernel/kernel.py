@@ -100,7 +100,7 @@ class BoxKernel:
             loop.add_signal_handler(signal.SIGINT, lambda: self._spawn(self._interrupt_box()))
             loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
         workers = [loop.create_task(self.frontend.run_sender()), loop.create_task(self._serve_shell()),
-                   loop.create_task(self.frontend.welcome_subscribers()), loop.create_task(self._watch_parent())]
+                   loop.create_task(self.frontend.watch_subscriptions()), loop.create_task(self._watch_parent())]
         workers += [loop.create_task(self._receive(channel)) for channel in ("shell", "control", "stdin")]
         self._publish_status("starting")
         self._spawn(self._start_box())
