@@ -11,8 +11,8 @@ epoch) and stamps each request with the epoch in which it arrived.
 - A request from the current epoch came after the last error reply: an `aborted` reply to it is swallowed and
   the request is sent to the box again (`StopOnError.retry`), a few times at most.
 - After an error reply the first execute_request goes to the box alone (the probe); the requests behind it wait
-  until it is answered, so a retried probe cannot overtake a cell sent after it. One of them that arrived before the error it
-  waited for is aborted by the host, as the box would have done (`StopOnError.stale`).
+  until it is answered, so a retried probe cannot overtake a cell sent after it. One of them that arrived
+  before the error it waited for is aborted by the host, as the box would have done (`StopOnError.stale`).
 `Tries` makes a request sent more than once look like one to the frontend: one busy, the reply, then one idle.
 """
 
