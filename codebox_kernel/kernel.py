@@ -310,6 +310,7 @@ class BoxKernel:
                 self.frontend.send("iopub", status)
             if tries.done:
                 del self._tries[str(parent_id)]
+                self._release_probe(parent_id)
         elif item.channel == "iopub":
             if pending is not None and pending.timed_out and item.msg_type == "error":
                 msg = {**msg, "content": self._timeout_content()}
@@ -406,6 +407,11 @@ class BoxKernel:
         tries = self._tries.get(msg_id) if msg_id else None
         if tries is not None and not tries.replied:  # answered by the host: the box's statuses pass as they come
             del self._tries[str(msg_id)]
+        if tries is None or not tries.replied:  # else the cells behind the probe wait for its idle too
+            self._release_probe(msg_id)
+
+    def _release_probe(self, msg_id: str | None) -> None:
+        """The first cell after an error is over (its reply and idle went out): the requests behind it go on."""
         if msg_id is not None and msg_id == self._probe:
             self._probe = None
             self._probe_answered.set()
@@ -432,6 +438,7 @@ class BoxKernel:
             self._settle(msg_id)
             self._reply_error(pending.request, error, recover=recover)
         self._tries.clear()  # the idles still owed will not come
+        self._release_probe(self._probe)
 
     # -- timeouts and interrupts ----------------------------------------------------------------------------
     async def _watch_timeout(self, pending: Pending, codebox: CodeBox) -> None:

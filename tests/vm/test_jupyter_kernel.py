@@ -237,8 +237,12 @@ def test_a_cell_sent_as_soon_as_an_error_is_answered_runs(kc: BlockingKernelClie
         assert len(of_type(outputs, "execute_input")) == 1
 
 
-def test_run_all_still_stops_at_the_first_error(kc: BlockingKernelClient) -> None:
-    """Cells sent before an error reply (Run All) are aborted, as in any Jupyter kernel."""
+@pytest.mark.parametrize("after", ["a cell that ran", "an error"])
+def test_run_all_still_stops_at_the_first_error(kc: BlockingKernelClient, after: str) -> None:
+    """Cells sent before an error reply (Run All) are aborted, as in any Jupyter kernel; also when the first of
+    them is the first cell after an earlier error (the host holds the others back, then aborts them itself)."""
+    before = run(kc, "pass" if after == "a cell that ran" else "raise ValueError('earlier')")[0]
+    assert before["content"]["status"] == ("ok" if after == "a cell that ran" else "error")
     ids = [kc.execute(code) for code in ("raise ValueError('stop here')", "print(1)", "print(2)")]
     statuses = [reply_to(kc, msg_id)["content"]["status"] for msg_id in ids]
     assert statuses == ["error", "aborted", "aborted"]
