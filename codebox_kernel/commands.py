@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import builtins
 import html
+import itertools
 import shlex
 from typing import TYPE_CHECKING, Any
 
@@ -117,10 +118,11 @@ async def _take_number(kernel: BoxKernel, code: str) -> int | None:
         return None
     request = {"code": TAKE_NUMBER.format(code=code), "silent": True, "store_history": False,
                "user_expressions": {}, "allow_stdin": False, "stop_on_error": False}
-    # ipykernel aborts what arrives just after a cell that failed (its "stop on error" window): then ask again.
-    for _attempt in range(3):
+    # ipykernel may abort what arrives just after a cell that failed: then ask again (codebox_kernel/aborts.py).
+    epoch = kernel.stop_on_error.epoch
+    for tries in itertools.count(1):
         reply = await _request(client, request)
-        if reply is None or reply.get("status") != "aborted":
+        if reply is None or not kernel.stop_on_error.retry(epoch, reply, tries):
             break
     if reply is None or reply.get("status") != "ok" or reply.get("execution_count") is None:
         return None

@@ -32,6 +32,7 @@ from boxlite import (
     TimeoutError,
 )
 from codebox_kernel import commands, watchdog
+from codebox_kernel.aborts import StopOnError, Tries
 from codebox_kernel.errors import error_content, reply_type
 from codebox_kernel.frontend import Frontend, Incoming
 from codebox_kernel.history import History, default_path
@@ -62,6 +63,7 @@ class Pending:
     timed_out: bool = False
     watchdog: asyncio.Task[None] | None = None
     result: str | None = None  # an execute_request's result as text (kept with the cell in the history)
+    epoch: int = 0  # the error epoch in which the host received it (codebox_kernel/aborts.py)
 
 
 @dataclass
@@ -73,12 +75,18 @@ class BoxKernel:
     execution_count: int = 0
     panels: list[MetricsPanel] = field(default_factory=list)
     history: History = field(default_factory=History)
+    stop_on_error: StopOnError = field(default_factory=StopOnError)
 
     def __post_init__(self) -> None:
         self._ready = asyncio.Event()
         self._start_error: BaseException | None = None
         self._broken: BoxliteError | None = None  # the box died under us: say so until `%boxlite restart`
-        self._shell_queue: asyncio.Queue[Incoming] = asyncio.Queue()
+        # Shell requests with the error epoch in which they arrived.
+        self._shell_queue: asyncio.Queue[tuple[Incoming, int]] = asyncio.Queue()
+        self._tries: dict[str, Tries] = {}  # execute_requests whose status messages are filtered
+        self._probe: str | None = None  # the first execute_request after an error, while it is not answered
+        self._probe_answered = asyncio.Event()
+        self._probe_answered.set()
         self._idle = asyncio.Event()  # no execute_request is running in the box
         self._idle.set()
         self._stopped = asyncio.Event()
@@ -159,7 +167,7 @@ class BoxKernel:
             if incoming is None:
                 continue
             if channel == "shell":
-                self._shell_queue.put_nowait(incoming)
+                self._shell_queue.put_nowait((incoming, self.stop_on_error.epoch))
             elif channel == "control":
                 self._spawn(self._on_control(incoming))
             else:
@@ -168,14 +176,14 @@ class BoxKernel:
     async def _serve_shell(self) -> None:
         """Shell requests in order: a `%boxlite` cell waits for the cells before it to finish in the box."""
         while True:
-            incoming = await self._shell_queue.get()
+            incoming, epoch = await self._shell_queue.get()
             try:
-                await self._on_shell(incoming)
+                await self._on_shell(incoming, epoch)
             except Exception as exc:  # never let one request end the kernel
                 log.exception("handling %s failed", incoming.msg_type)
                 self._reply_error(incoming, exc)
 
-    async def _on_shell(self, incoming: Incoming) -> None:
+    async def _on_shell(self, incoming: Incoming, epoch: int) -> None:
         content = incoming.content
         msg_type = incoming.msg_type
         if msg_type == "execute_request":
@@ -211,7 +219,7 @@ class BoxKernel:
                 self._reply(incoming, self._fallback_kernel_info("the box is still starting"))
                 self._publish("status", {"execution_state": "idle"}, header)
                 return
-        await self._forward(incoming)
+        await self._forward(incoming, epoch)
 
     async def _on_control(self, incoming: Incoming) -> None:
         if incoming.msg_type == "interrupt_request":
@@ -228,8 +236,18 @@ class BoxKernel:
         else:
             await self._forward(incoming)
 
-    async def _forward(self, incoming: Incoming) -> None:
-        """Pass a request to the box kernel; answer it here with the reason when the box cannot."""
+    async def _forward(self, incoming: Incoming, epoch: int | None = None) -> None:
+        """Pass a request to the box kernel; answer it here with the reason when the box cannot. `epoch`: the
+        error epoch in which a shell request arrived."""
+        is_cell = incoming.msg_type == "execute_request" and epoch is not None
+        if is_cell:
+            # Behind the first cell after an error (the shell requests after it wait here, in order): see
+            # codebox_kernel/aborts.py.
+            await self._probe_answered.wait()
+            assert epoch is not None
+            if self.stop_on_error.stale(epoch):  # sent before an error it waited for: Run All stops here
+                self._answer_aborted(incoming)
+                return
         await self._ready.wait()
         failure = self._failure()
         if failure is None and self.box.codebox is None:
@@ -239,9 +257,14 @@ class BoxKernel:
             return
         codebox = self.box.require()
         if incoming.channel != "stdin":
-            self.pending[incoming.msg_id] = pending = Pending(incoming)
+            self.pending[incoming.msg_id] = pending = Pending(incoming, epoch=epoch or 0)
             if incoming.msg_type == "execute_request":
                 self._idle.clear()
+                if is_cell:
+                    self._tries[incoming.msg_id] = Tries()
+                    if self.stop_on_error.take_probe():
+                        self._probe = incoming.msg_id
+                        self._probe_answered.clear()
                 if self.settings.timeout:
                     pending.watchdog = asyncio.ensure_future(self._watch_timeout(pending, codebox))
         try:
@@ -281,7 +304,14 @@ class BoxKernel:
             return  # the bridge's own requests (its readiness checks), not the frontend's
         parent_id = parent.get("msg_id")
         pending = self.pending.get(parent_id) if parent_id else None
-        if item.channel == "iopub":
+        tries = self._tries.get(parent_id) if parent_id else None
+        if item.channel == "iopub" and item.msg_type == "status" and tries is not None:
+            for status in tries.status(msg):
+                self.frontend.send("iopub", status)
+            if tries.done:
+                del self._tries[str(parent_id)]
+                self._release_probe(parent_id)
+        elif item.channel == "iopub":
             if pending is not None and pending.timed_out and item.msg_type == "error":
                 msg = {**msg, "content": self._timeout_content()}
             elif pending is not None and item.msg_type == "execute_result":
@@ -291,8 +321,9 @@ class BoxKernel:
             if pending is not None:
                 self.frontend.send("stdin", msg, pending.request.idents)
         elif pending is not None and item.msg_type.endswith("_reply"):
-            self._settle(parent_id)
             content = dict(msg.get("content") or {})
+            if item.msg_type == "execute_reply" and self._retry(pending, content):
+                return
             if item.msg_type == "execute_reply":
                 self.execution_count = int(content.get("execution_count") or self.execution_count)
                 self._remember(pending, str(msg["header"].get("session", "")), content)
@@ -305,6 +336,51 @@ class BoxKernel:
                 self._comm_info_requests.discard(parent_id)
                 content["comms"] = {**(content.get("comms") or {}), **self._host_comms()}
             self.frontend.send(pending.request.channel, {**msg, "content": content}, pending.request.idents)
+            if item.msg_type == "execute_reply":
+                self.stop_on_error.relayed(pending.request.content, content)
+                self._after_reply(str(parent_id))
+            self._settle(parent_id)
+
+    def _retry(self, pending: Pending, reply: dict[str, Any]) -> bool:
+        """Send a cell the box aborted to it again, when the frontend sent it after every error the host
+        relayed (codebox_kernel/aborts.py); whether it did."""
+        tries = self._tries.get(pending.request.msg_id)
+        if tries is None or not self.stop_on_error.retry(pending.epoch, reply, tries.sent):
+            return False
+        log.info("the box aborted request %s, which came after the last error reply (ipykernel's stop on error "
+                 "outlived the error): sending it again (try %d)", pending.request.msg_id, tries.sent + 1)
+        tries.again()
+        self._spawn(self._send_again(pending, tries.sent))
+        return True
+
+    async def _send_again(self, pending: Pending, try_number: int) -> None:
+        incoming = pending.request
+        # The same message again would carry the same signature, which the box's kernel drops as a replay; a
+        # mark in the metadata makes it a new one (the header, which the reply names as its parent, is kept).
+        msg = {**incoming.msg, "metadata": {**(incoming.msg.get("metadata") or {}), "boxlite_try": try_number}}
+        try:
+            await self.box.require().kernel.send_msg(incoming.channel, msg, msg.get("buffers") or None)
+        except BoxliteError as exc:
+            if incoming.msg_id in self.pending:
+                self._settle(incoming.msg_id)
+                self._reply_error(incoming, exc, recover=RECOVER)
+
+    def _after_reply(self, msg_id: str) -> None:
+        """A cell's reply went to the frontend: then its idle, if it came before the reply."""
+        tries = self._tries.get(msg_id)
+        if tries is None:
+            return
+        for status in tries.reply():
+            self.frontend.send("iopub", status)
+        if tries.done:
+            del self._tries[msg_id]
+
+    def _answer_aborted(self, incoming: Incoming) -> None:
+        """Abort a cell here, as ipykernel aborts one queued behind a cell that failed."""
+        header = incoming.msg["header"]
+        self._publish("status", {"execution_state": "busy"}, header)
+        self._reply(incoming, {"status": "aborted"})
+        self._publish("status", {"execution_state": "idle"}, header)
 
     def _remember(self, pending: Pending, box_session: str, reply: dict[str, Any]) -> None:
         """Put a cell the box ran into the history, as IPython does: every cell run with store_history."""
@@ -328,6 +404,17 @@ class BoxKernel:
         pending = self.pending.pop(msg_id, None) if msg_id else None
         if pending is not None and pending.watchdog is not None:
             pending.watchdog.cancel()
+        tries = self._tries.get(msg_id) if msg_id else None
+        if tries is not None and not tries.replied:  # answered by the host: the box's statuses pass as they come
+            del self._tries[str(msg_id)]
+        if tries is None or not tries.replied:  # else the cells behind the probe wait for its idle too
+            self._release_probe(msg_id)
+
+    def _release_probe(self, msg_id: str | None) -> None:
+        """The first cell after an error is over (its reply and idle went out): the requests behind it go on."""
+        if msg_id is not None and msg_id == self._probe:
+            self._probe = None
+            self._probe_answered.set()
         if not any(p.request.msg_type == "execute_request" for p in self.pending.values()):
             self._idle.set()
 
@@ -350,6 +437,8 @@ class BoxKernel:
         for msg_id, pending in list(self.pending.items()):
             self._settle(msg_id)
             self._reply_error(pending.request, error, recover=recover)
+        self._tries.clear()  # the idles still owed will not come
+        self._release_probe(self._probe)
 
     # -- timeouts and interrupts ----------------------------------------------------------------------------
     async def _watch_timeout(self, pending: Pending, codebox: CodeBox) -> None:

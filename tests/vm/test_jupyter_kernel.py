@@ -194,6 +194,64 @@ def test_sigint_to_the_host_kernel_interrupts_the_cell(kernel: tuple[KernelManag
     _interrupted_within(kc, km.interrupt_kernel, 2.0)
 
 
+# -- stop on error -------------------------------------------------------------------------------------------
+RIGHT_AFTER_ERROR_ROUNDS = 20
+
+
+def reply_to(kc: BlockingKernelClient, msg_id: str, timeout: float = 120) -> dict[str, Any]:
+    """The shell reply to request `msg_id` (replies to other requests are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
+
+
+def iopub_of(kc: BlockingKernelClient, msg_id: str, timeout: float = 120) -> list[dict[str, Any]]:
+    """The iopub messages of request `msg_id`, up to its idle status (others' messages are skipped)."""
+    deadline = time.monotonic() + timeout
+    mine: list[dict[str, Any]] = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        mine.append(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return mine
+
+
+def test_a_cell_sent_as_soon_as_an_error_is_answered_runs(kc: BlockingKernelClient) -> None:
+    """ipykernel aborts what reaches it just after a failed cell; through the relay "just after" is wider, yet a
+    cell the frontend sends after it has the error reply must run (only cells sent before it are aborted)."""
+    for round_ in range(RIGHT_AFTER_ERROR_ROUNDS):
+        failing = kc.execute(f"raise ValueError('round {round_}')")
+        assert reply_to(kc, failing)["content"]["status"] == "error"
+        following = kc.execute(f"print('after {round_}')")  # at once, as a notebook's next cell may be
+        reply = reply_to(kc, following)
+        assert reply["content"]["status"] == "ok", (round_, reply["content"])
+        iopub_of(kc, failing)
+        outputs = iopub_of(kc, following)
+        assert stdout(outputs) == f"after {round_}\n"
+        # One busy and one idle, as for any cell: an aborted try that was sent again leaves no trace.
+        assert [c["execution_state"] for c in of_type(outputs, "status")] == ["busy", "idle"], round_
+        assert len(of_type(outputs, "execute_input")) == 1
+
+
+@pytest.mark.parametrize("after", ["a cell that ran", "an error"])
+def test_run_all_still_stops_at_the_first_error(kc: BlockingKernelClient, after: str) -> None:
+    """Cells sent before an error reply (Run All) are aborted, as in any Jupyter kernel; also when the first of
+    them is the first cell after an earlier error (the host holds the others back, then aborts them itself)."""
+    before = run(kc, "pass" if after == "a cell that ran" else "raise ValueError('earlier')")[0]
+    assert before["content"]["status"] == ("ok" if after == "a cell that ran" else "error")
+    ids = [kc.execute(code) for code in ("raise ValueError('stop here')", "print(1)", "print(2)")]
+    statuses = [reply_to(kc, msg_id)["content"]["status"] for msg_id in ids]
+    assert statuses == ["error", "aborted", "aborted"]
+    for msg_id in ids:
+        assert stdout(iopub_of(kc, msg_id)) == ""
+    reply, outputs = run(kc, "print(3)")
+    assert reply["content"]["status"] == "ok" and stdout(outputs) == "3\n"
+
+
 # -- %boxlite -----------------------------------------------------------------------------------------------
 def test_boxlite_info_and_files(kc: BlockingKernelClient) -> None:
     reply, outputs = run(kc, "%boxlite info")
