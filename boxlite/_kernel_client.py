@@ -134,8 +134,10 @@ class KernelClient:
         self._waiters: dict[str, list[_Waiter]] = {}
         self._listeners: list[Callable[[Delivery], None]] = []
         self._identity = uuid.uuid4().hex.encode()
-        # Code cells sent and not answered yet. Each cell is one of the box's commands (see BoxMetrics), whoever
-        # sends it (CodeBox.run or the Jupyter kernel's frontend): counting here counts them all, once.
+        # Code cells sent and not answered yet. Each cell the kernel runs is one of the box's commands (see
+        # BoxMetrics), whoever sends it (CodeBox.run or the Jupyter kernel's frontend): counting here counts them
+        # all, once. A cell is counted when it is answered (or can no longer be), not when it is sent, so that one
+        # the kernel aborted (after an earlier error) and the Jupyter kernel then sent again counts once.
         self._cells: set[str] = set()
 
     @property
@@ -329,22 +331,26 @@ class KernelClient:
             if cell is not None:
                 self._cells.discard(cell)
             raise self.box._explain_portal_failure() from None
-        if cell is not None:
-            self._count(self.box._count_command)
 
     def _cell_answered(self, reply: KernelMessage) -> None:
-        """A cell's reply: not "ok" (it raised, or was aborted after an earlier error) makes it an error."""
+        """A cell's reply: "ok" is a command, any other answer a command that failed; "aborted" (the kernel did not
+        run it, after an earlier error) is neither."""
         cell = reply.parent_id
         if cell is None or cell not in self._cells:
             return
         self._cells.discard(cell)
-        if reply.content.get("status") != "ok":
+        status = reply.content.get("status")
+        if status == "aborted":
+            return
+        self._count(self.box._count_command)
+        if status != "ok":
             self._count(self.box._count_error)
 
     def _cells_unfinished(self) -> None:
-        """Cells that will never be answered (the kernel died, or is being restarted) failed."""
+        """Cells that will never be answered (the kernel died, or is being restarted) ran and failed."""
         cells, self._cells = self._cells, set()
         for _ in cells:
+            self._count(self.box._count_command)
             self._count(self.box._count_error)
 
     def _count(self, bump: Callable[[], None]) -> None:

@@ -24,9 +24,10 @@ class BoxMetrics(BaseModel):
     - `cpu_percent`: the box's host processes (supervisor, QEMU, helpers); 100 = one host core, as in `top`.
     - `guest_cpu_percent`: the guest kernel's view, busy time over all its vCPUs; 100 = every vCPU busy.
 
-    A command is an `exec()` (so every `SimpleBox.exec`) or a code cell (`CodeBox.run`, a cell of the BoxLite
-    Python kernel). An error is a command that exited non-zero, or a cell that raised, was aborted after an
-    earlier error, or never finished (its kernel died or was restarted).
+    A command is an `exec()` (so every `SimpleBox.exec`, counted as it starts) or a code cell the kernel ran
+    (`CodeBox.run`, a cell of the BoxLite Python kernel; counted when it is answered). An error is a command that
+    exited non-zero, or a cell that raised or never finished (its kernel died or was restarted). A cell the
+    kernel aborted without running it (after an earlier error, as Jupyter's Run All does) is neither.
     """
 
     commands_executed_total: int = 0

@@ -11,9 +11,11 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
+from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
 
 import boxlite
@@ -110,9 +112,28 @@ def test_jupyter_cells_count_as_commands_and_failed_cells_as_errors(kernelspec: 
         after = box.metrics()
         assert after.commands - before.commands == 4
         assert after.errors - before.errors == 2
+        # Run All past an error: the two cells after it are aborted, never run: neither commands nor errors. Then
+        # cells sent the moment an error is answered, which the box may abort and the kernel sends again: each
+        # counts once.
+        ids = [kc.execute(code) for code in ("raise ValueError('stop')", "print(1)", "print(2)")]
+        assert [_reply_to(kc, msg_id)["content"]["status"] for msg_id in ids] == ["error", "aborted", "aborted"]
+        for _ in range(3):
+            assert _reply_to(kc, kc.execute("1 / 0"))["content"]["status"] == "error"
+            assert _reply_to(kc, kc.execute("pass"))["content"]["status"] == "ok"
+        final = box.metrics()
+        assert final.commands - after.commands == 1 + 6
+        assert final.errors - after.errors == 1 + 3
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
+
+
+def _reply_to(kc: BlockingKernelClient, msg_id: str) -> dict[str, Any]:
+    """The shell reply to request `msg_id` (other replies, to requests already answered, are passed over)."""
+    while True:
+        reply = kc.get_shell_msg(timeout=120)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
 
 
 @pytest.mark.anyio
