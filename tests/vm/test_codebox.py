@@ -391,3 +391,21 @@ async def test_codeboxes_restore_from_a_template_with_their_kernel_running(runti
             values.append(result.text)
     assert all(v is not None and v.startswith("(False, ") for v in values)
     assert values[0] != values[1]  # each clone's kernel reseeded its own random state
+
+
+# -- file calls with bad input: BoxliteErrors with a fix -------------------------------------------------------
+async def test_write_refuses_content_that_is_not_bytes_or_text(cb: boxlite.CodeBox) -> None:
+    with pytest.raises(boxlite.ConfigError) as info:
+        await cb.files.write("five.bin", 5)  # type: ignore[arg-type]
+    assert info.value.fix
+    # Nothing was written (bytes(5) would have made a file of five zero bytes).
+    with pytest.raises(boxlite.NotFoundError):
+        await cb.files.read("five.bin")
+
+
+async def test_reading_binary_as_text_is_a_parse_error(cb: boxlite.CodeBox) -> None:
+    path = await cb.files.write("binary.bin", b"\xff\xfe\x00 not utf-8")
+    with pytest.raises(boxlite.ParseError) as info:
+        await cb.files.read("binary.bin", text=True)
+    assert path in info.value.detail and info.value.fix and "text=False" in info.value.fix
+    assert await cb.files.read("binary.bin") == b"\xff\xfe\x00 not utf-8"
